@@ -1,0 +1,75 @@
+"""The pix2pixHD global generator's down and up paths, shared by the DMN backbone and the blender.
+
+Parameter names are `model_<index>` as in the reference nn.Sequential, so imports map one to one.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from maskgan_jax.models.layers import (Dtype, ReflectConv, UpConv, conv_kernel_init, instance_norm,
+                                       reflect_pad)
+
+
+class Pix2PixHDEncoder(nn.Module):
+    """pix2pixHD global generator down path: reflect pad 3, conv 7x7, IN, ReLU, then n_downsample x
+    [conv 3x3 stride 2 zero pad 1, IN, ReLU] doubling the width. Parameter names are model_<index>
+    as in the reference nn.Sequential (conv layers at 1, 4, 7, ...)."""
+
+    ngf: int
+    n_downsample: int
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """(N, H, W, Cin) -> (N, H / 2^n, W / 2^n, ngf * 2^n)."""
+        x = nn.Conv(self.ngf, (7, 7), padding="VALID", kernel_init=conv_kernel_init, dtype=self.dtype,
+                    name="model_1")(reflect_pad(x, 3))
+        x = nn.relu(instance_norm(x))
+        for i in range(self.n_downsample):
+            x = nn.Conv(self.ngf * 2 ** (i + 1), (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
+                        kernel_init=conv_kernel_init, dtype=self.dtype, name=f"model_{4 + 3 * i}")(x)
+            x = nn.relu(instance_norm(x))
+        return x
+
+
+class Pix2PixHDDecoder(nn.Module):
+    """pix2pixHD global generator up path: n_upsample x [transposed conv 3x3 s2, IN, ReLU] halving the
+    width, then reflect pad 3 and conv 7x7 to out_channels (no output activation here).
+
+    Attributes:
+      first_index: index of the first transposed conv in the reference nn.Sequential, for names.
+    """
+
+    ngf: int
+    n_upsample: int
+    out_channels: int
+    first_index: int
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """(N, h, w, ngf * 2^n) -> (N, h * 2^n, w * 2^n, out_channels), pre-activation."""
+        for i in range(self.n_upsample):
+            width = self.ngf * 2 ** (self.n_upsample - i - 1)
+            x = UpConv(width, dtype=self.dtype, name=f"model_{self.first_index + 3 * i}")(x)
+            x = nn.relu(instance_norm(x))
+        last = self.first_index + 3 * self.n_upsample + 1
+        return nn.Conv(self.out_channels, (7, 7), padding="VALID", kernel_init=conv_kernel_init,
+                       dtype=self.dtype, name=f"model_{last}")(
+                           reflect_pad(x, 3))
+
+
+class ResnetBlock(nn.Module):
+    """pix2pixHD's plain residual block: x + [reflect pad 1, conv 3x3, IN, ReLU, reflect pad 1, conv 3x3, IN](x)."""
+
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """(N, H, W, C) -> (N, H, W, C)."""
+        c = x.shape[-1]
+        y = nn.relu(instance_norm(ReflectConv(c, 3, 1, 1, dtype=self.dtype, name="conv_block_1")(x)))
+        return x + instance_norm(ReflectConv(c, 3, 1, 1, dtype=self.dtype, name="conv_block_5")(y))
