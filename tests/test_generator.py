@@ -1,0 +1,144 @@
+"""DenseMappingNetwork and AlphaBlender: reference sizes, small forward passes, gradients."""
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from maskgan_jax.models import AlphaBlender, DenseMappingNetwork, one_hot_mask
+from maskgan_jax.models.generator import split_style
+
+SMALL_DMN = dict(ngf=4, n_downsample=2, n_blocks=2, encoder_widths=(4, 4, 8), n_encoder_deep=2)
+
+
+def param_count(tree):
+    return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(tree))
+
+
+def abstract_inputs(size, batch=1):
+    image = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32)
+    mask = jax.ShapeDtypeStruct((batch, size, size, 19), jnp.float32)
+    return image, mask
+
+
+def he_init(params, seed=0):
+    """Re-draws every kernel from N(0, 2 / fan_in) and biases from N(0, 0.1).
+
+    The reference's N(0, 0.02) init makes the style path's output ~1e-8 at step 0 (AdaIN scales used as
+    given are then ~0), which would hide wiring errors; He-scaled weights, as in the fixture, do not.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    def draw(key, leaf):
+        if leaf.ndim == 4:
+            return jax.random.normal(key, leaf.shape) * np.sqrt(2.0 / np.prod(leaf.shape[:3]))
+        return 0.1 * jax.random.normal(key, leaf.shape)
+    return jax.tree_util.tree_unflatten(treedef, [draw(k, x) for k, x in zip(keys, leaves)])
+
+
+def small_inputs(size=32, batch=2, seed=0):
+    rng = np.random.default_rng(seed)
+    image = jnp.asarray(rng.uniform(-1, 1, (batch, size, size, 3)), jnp.float32)
+    mask_t = one_hot_mask(jnp.asarray(rng.integers(0, 19, (batch, size, size))))
+    mask_src = one_hot_mask(jnp.asarray(rng.integers(0, 19, (batch, size, size))))
+    return image, mask_t, mask_src
+
+
+@pytest.mark.parametrize("size", [256, 512])
+def test_dmn_reference_parameter_count_and_shape(size):
+    image, mask = abstract_inputs(size)
+    module = DenseMappingNetwork()
+    variables = jax.eval_shape(module.init, jax.random.key(0), image, mask, mask)
+    assert set(variables) == {"params"}
+    assert param_count(variables["params"]) == 89_702_595
+    out = jax.eval_shape(module.apply, variables, image, mask, mask)
+    assert out.shape == (1, size, size, 3)
+    # The style vector feeding the 8 AdaIN layers: 4 blocks x 2 convs x (bias + scale) x 1024.
+    assert variables["params"]["enc_style"]["model_last_1"]["kernel"].shape == (1, 1, 64, 16384)
+
+
+def test_blender_reference_parameter_count_and_shape():
+    image, _ = abstract_inputs(512)
+    module = AlphaBlender()
+    variables = jax.eval_shape(module.init, jax.random.key(0), image, image)
+    assert param_count(variables["params"]) == 4_329_443
+    blend, alpha = jax.eval_shape(module.apply, variables, image, image)
+    assert blend.shape == alpha.shape == (1, 512, 512, 3)
+
+
+def test_split_style_follows_reference_layout():
+    c, n_blocks = 3, 2
+    style = jnp.arange(4 * n_blocks * c, dtype=jnp.float32)[None]
+    pairs = split_style(style, n_blocks, c)
+    assert len(pairs) == 4
+    scale1, bias1 = pairs[1]  # AdaIN layer k=1 -> bias [6, 9), scale [9, 12)
+    np.testing.assert_array_equal(np.asarray(bias1[0]), [6, 7, 8])
+    np.testing.assert_array_equal(np.asarray(scale1[0]), [9, 10, 11])
+    with pytest.raises(ValueError, match="expected 24"):
+        split_style(style[:, :-1], n_blocks, c)
+
+
+def test_dmn_small_forward_in_range_and_depends_on_all_inputs():
+    module = DenseMappingNetwork(**SMALL_DMN)
+    image, mask_t, mask_src = small_inputs()
+    variables = {"params": he_init(module.init(jax.random.key(0), image, mask_t, mask_src)["params"])}
+    out = module.apply(variables, image, mask_t, mask_src)
+    assert out.shape == image.shape and out.dtype == jnp.float32
+    assert float(jnp.max(jnp.abs(out))) <= 1.0
+    # Style comes from (image_t, mask_t), layout from mask_src: changing any of them changes the output.
+    for changed in ((-image, mask_t, mask_src), (image, mask_src, mask_src), (image, mask_t, mask_t)):
+        assert float(jnp.max(jnp.abs(module.apply(variables, *changed) - out))) > 1e-4
+
+
+def test_dmn_rejects_masks_with_wrong_class_count():
+    module = DenseMappingNetwork(**SMALL_DMN)
+    image, mask_t, _ = small_inputs()
+    with pytest.raises(ValueError, match="mask_src has 18 channels"):
+        module.init(jax.random.key(0), image, mask_t, mask_t[..., :18])
+
+
+def test_dmn_bfloat16_compute_keeps_float32_params():
+    module = DenseMappingNetwork(**SMALL_DMN, dtype=jnp.bfloat16)
+    image, mask_t, mask_src = small_inputs()
+    variables = module.init(jax.random.key(0), image, mask_t, mask_src)
+    assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(variables))
+    out = module.apply(variables, image, mask_t, mask_src)
+    reference = DenseMappingNetwork(**SMALL_DMN).apply(variables, image, mask_t, mask_src)
+    assert out.dtype == jnp.bfloat16
+    assert float(jnp.mean(jnp.abs(out.astype(jnp.float32) - reference))) < 0.05
+
+
+def _zero_grad_paths(grads, tol):
+    flat = flax.traverse_util.flatten_dict(grads)
+    return {"/".join(path) for path, g in flat.items() if float(jnp.max(jnp.abs(g))) <= tol}
+
+
+def test_dmn_gradients_finite_and_nonzero_except_cancelled_biases():
+    module = DenseMappingNetwork(**SMALL_DMN)
+    image, mask_t, mask_src = small_inputs(batch=1)
+    params = he_init(module.init(jax.random.key(0), image, mask_t, mask_src)["params"])
+    target = jnp.asarray(np.random.default_rng(9).uniform(-1, 1, image.shape), jnp.float32)
+    grads = jax.grad(lambda p: jnp.mean(jnp.abs(module.apply({"params": p}, image, mask_t, mask_src) - target)))(params)
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(grads))
+    # Biases of convs followed by InstanceNorm/AdaIN are cancelled by the normalisation.
+    cancelled = {f"down/model_{i}/bias" for i in (1, 4, 7)} | {"up/model_12/bias", "up/model_15/bias"}
+    cancelled |= {f"model_{b}/conv_block_{c}/conv/bias" for b in (10, 11) for c in (0, 1)}
+    assert _zero_grad_paths(grads, tol=1e-6) == cancelled
+    flat = flax.traverse_util.flatten_dict(grads)
+    assert all(float(jnp.max(jnp.abs(flat[tuple(p.split("/"))]))) < 1e-6 for p in cancelled)
+
+
+def test_blender_blends_with_alpha_and_has_gradients():
+    module = AlphaBlender(ngf=4, n_downsample=2, n_blocks=1)
+    image_a, _, _ = small_inputs(size=16, batch=1, seed=1)
+    image_b, _, _ = small_inputs(size=16, batch=1, seed=2)
+    variables = {"params": he_init(module.init(jax.random.key(0), image_a, image_b)["params"])}
+    blend, alpha = module.apply(variables, image_a, image_b)
+    assert float(alpha.min()) > 0 and float(alpha.max()) < 1
+    np.testing.assert_allclose(np.asarray(blend), np.asarray(alpha * image_a + (1 - alpha) * image_b), atol=1e-6)
+    grads = jax.grad(lambda p: jnp.mean(module.apply({"params": p}, image_a, image_b)[0] ** 2))(variables["params"])
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(grads))
+    cancelled = {f"down/model_{i}/bias" for i in (1, 4, 7)} | {"up/model_11/bias", "up/model_14/bias"}
+    cancelled |= {"model_10/conv_block_1/conv/bias", "model_10/conv_block_5/conv/bias"}
+    assert _zero_grad_paths(grads, tol=1e-6) == cancelled
