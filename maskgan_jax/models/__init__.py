@@ -1,7 +1,11 @@
 """The MaskGAN networks as pure-functional flax.linen modules (NHWC, images in [-1, 1])."""
 
 from maskgan_jax.models.blender import AlphaBlender
+from maskgan_jax.models.discriminator import MultiScaleDiscriminator
 from maskgan_jax.models.generator import DenseMappingNetwork
+from maskgan_jax.models.mask_vae import MaskVAE
 from maskgan_jax.models.masks import one_hot_mask
+from maskgan_jax.models.vgg import VGG19Features, load_vgg19_params
 
-__all__ = ["AlphaBlender", "DenseMappingNetwork", "one_hot_mask"]
+__all__ = ["AlphaBlender", "DenseMappingNetwork", "MaskVAE", "MultiScaleDiscriminator", "VGG19Features",
+           "load_vgg19_params", "one_hot_mask"]

@@ -1,0 +1,137 @@
+"""The MaskGAN objectives (pix2pixHD's, plus the MaskVAE's): pure functions, float32 scalars.
+
+Discriminator outputs, as ``models.discriminator.MultiScaleDiscriminator`` returns them: a list over
+scales (num_D), each a list of that scale's feature maps (N, h, w, C_j) in layer order, the last one
+the patch logits (N, h, w, 1), no sigmoid. Reductions follow pix2pixHD (``nn.MSELoss``/``L1Loss``
+means): a mean over all elements of one tensor, then sums over scales and layers.
+
+The loss weights lambda_feat and lambda_percept (10 each) are applied by the caller, as in
+pix2pixHD, not here. Everything is computed in float32, whatever the input dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from maskgan_jax.models.vgg import VGG19Features
+
+ScaleOutputs = Sequence[jax.Array]  # one D scale: intermediate features ..., patch logits
+MultiScaleOutputs = Sequence[ScaleOutputs]
+
+#: pix2pixHD VGGLoss weights of relu1_1, relu2_1, relu3_1, relu4_1, relu5_1.
+PERCEPTUAL_WEIGHTS = (1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0)
+
+
+def l1(a: jax.Array, b: jax.Array) -> jax.Array:
+    """Mean absolute difference over all elements (``nn.L1Loss``); a, b of one shape."""
+    return jnp.mean(jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32)))
+
+
+def _check_scales(real_outputs: MultiScaleOutputs, fake_outputs: MultiScaleOutputs) -> None:
+    real_layers = [len(scale) for scale in real_outputs]
+    fake_layers = [len(scale) for scale in fake_outputs]
+    if real_layers != fake_layers:
+        raise ValueError(f"real and fake discriminator outputs differ in structure: layers per "
+                         f"scale {real_layers} (real) vs {fake_layers} (fake)")
+
+
+def lsgan_loss(outputs: MultiScaleOutputs, target_is_real: bool) -> jax.Array:
+    """Least-squares GAN loss (pix2pixHD ``GANLoss(use_lsgan=True)``), summed over scales.
+
+    outputs: per scale a list whose last element is the patch logits (N, h_s, w_s, 1).
+    Returns sum_s mean((logits_s - t)^2), t = 1 if target_is_real else 0.
+    """
+    target = 1.0 if target_is_real else 0.0
+    return sum(jnp.mean(jnp.square(scale[-1].astype(jnp.float32) - target)) for scale in outputs)
+
+
+def lsgan_discriminator_loss(real_outputs: MultiScaleOutputs,
+                             fake_outputs: MultiScaleOutputs) -> jax.Array:
+    """D's loss: 0.5 * (lsgan_loss(real, 1) + lsgan_loss(fake, 0)).
+
+    The 0.5 is pix2pixHD's ``loss_D = (loss_D_fake + loss_D_real) * 0.5`` (train.py); each term
+    is summed over scales. fake_outputs must come from stop_gradient(fake images) (the caller
+    does that).
+    """
+    return 0.5 * (lsgan_loss(real_outputs, True) + lsgan_loss(fake_outputs, False))
+
+
+def lsgan_generator_loss(fake_outputs: MultiScaleOutputs) -> jax.Array:
+    """G's adversarial loss: sum over scales of mean((fake logits - 1)^2) (no 0.5, as pix2pixHD)."""
+    return lsgan_loss(fake_outputs, True)
+
+
+def feature_matching_loss(real_outputs: MultiScaleOutputs, fake_outputs: MultiScaleOutputs,
+                          num_d: int, n_layers: int) -> jax.Array:
+    """pix2pixHD's discriminator feature matching loss (before lambda_feat).
+
+    Sum over scales s and all layers j but the last (the logits) of
+    (1 / num_d) * (4 / (n_layers + 1)) * mean|fake_s,j - stop_gradient(real_s,j)|.
+    num_d: number of D scales (must equal len(outputs)); n_layers: n_layers_D (3 in the
+    reference, whose D returns n_layers + 2 maps per scale, so the weights sum to 1 per scale).
+    """
+    _check_scales(real_outputs, fake_outputs)
+    if len(real_outputs) != num_d:
+        raise ValueError(f"feature_matching_loss got {len(real_outputs)} discriminator scales; "
+                         f"expected num_d={num_d}")
+    weight = (1.0 / num_d) * (4.0 / (n_layers + 1))
+    total = jnp.zeros((), jnp.float32)
+    for real_scale, fake_scale in zip(real_outputs, fake_outputs):
+        for real_feature, fake_feature in zip(real_scale[:-1], fake_scale[:-1]):
+            total += weight * l1(fake_feature, jax.lax.stop_gradient(real_feature))
+    return total
+
+
+def perceptual_loss(features_real: Sequence[jax.Array], features_fake: Sequence[jax.Array],
+                    weights: Sequence[float] = PERCEPTUAL_WEIGHTS) -> jax.Array:
+    """pix2pixHD ``VGGLoss`` on given features (before lambda_percept).
+
+    features_*: the VGG activations relu1_1 ... relu5_1, (N, H_i, W_i, C_i) each.
+    Returns sum_i weights[i] * mean|fake_i - stop_gradient(real_i)| (pix2pixHD detaches y).
+    """
+    if not len(features_real) == len(features_fake) == len(weights):
+        raise ValueError(f"perceptual_loss got {len(features_real)} real, {len(features_fake)} "
+                         f"fake feature maps and {len(weights)} weights; expected equal counts")
+    return sum(weight * l1(fake, jax.lax.stop_gradient(real))
+               for weight, real, fake in zip(weights, features_real, features_fake))
+
+
+def vgg_perceptual_loss(vgg_params, real_images: jax.Array, fake_images: jax.Array,
+                        vgg: VGG19Features = VGG19Features(),
+                        weights: Sequence[float] = PERCEPTUAL_WEIGHTS) -> jax.Array:
+    """Perceptual loss of fake vs real images (N, H, W, 3) in [-1, 1] through the frozen VGG19.
+
+    vgg_params: the tree from ``models.vgg.load_vgg19_params``; wrapped in stop_gradient here, so
+    VGG19 stays frozen even if differentiated. Real and fake go through VGG19 as one batch (2N).
+    Gradients flow to fake_images only.
+    """
+    frozen_params = jax.lax.stop_gradient(vgg_params)
+    images = jnp.concatenate([jax.lax.stop_gradient(real_images), fake_images], axis=0)
+    features = vgg.apply({"params": frozen_params}, images)
+    batch = real_images.shape[0]
+    return perceptual_loss([f[:batch] for f in features], [f[batch:] for f in features], weights)
+
+
+def kl_to_standard_normal(mean: jax.Array, logvar: jax.Array) -> jax.Array:
+    """KL(N(mean, exp(logvar)) || N(0, I)) of a diagonal Gaussian; mean, logvar (N, Z).
+
+    Returns the KL summed over the Z latent dims and averaged over the N samples:
+    mean_n 0.5 * sum_z (exp(logvar) + mean^2 - 1 - logvar). >= 0, zero iff mean=0, logvar=0.
+    """
+    mean, logvar = mean.astype(jnp.float32), logvar.astype(jnp.float32)
+    per_sample = 0.5 * jnp.sum(jnp.exp(logvar) + jnp.square(mean) - 1.0 - logvar, axis=-1)
+    return jnp.mean(per_sample)
+
+
+def mask_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Pixel-wise softmax cross-entropy of mask logits (N, H, W, C) vs int labels (N, H, W) in
+    [0, C); the mean over all N*H*W pixels of -log softmax(logits)[label]."""
+    if labels.shape != logits.shape[:-1]:
+        raise ValueError(f"mask_cross_entropy: labels shape {labels.shape} must equal logits shape "
+                         f"{logits.shape} without its class axis")
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
+        logits.astype(jnp.float32), labels))
