@@ -1,0 +1,150 @@
+r"""MaskGAN's full pipeline: MaskVAE pretraining -> DMN training -> Editing Behavior Simulated Training.
+
+Default: the paper's settings for CelebAMask-HQ at 512x512. Variants are chosen with a config
+argument, big_vision style:
+
+    python main.py --config=configs/ebst.py --workdir=DIR              # CelebAMask-HQ, 512
+    python main.py --config=configs/ebst.py:quickstart --workdir=DIR   # synthetic faces, laptop CPU
+    python main.py --config=configs/ebst.py:smoke --workdir=DIR        # every phase, a few steps
+
+Any field can be overridden on the command line, e.g. `--config.phases.dmn.num_steps=1000`.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def _phase(num_steps: int, learning_rate: float, log_every: int, image_every: int,
+           checkpoint_every: int) -> ml_collections.ConfigDict:
+    """One training phase: its length, optimiser (Adam) and schedule, and its intervals."""
+    return ml_collections.ConfigDict(dict(
+        num_steps=num_steps,
+        # Adam with pix2pixHD's betas; constant, then linear decay to 0 over the last
+        # `decay_fraction` of the phase (pix2pixHD: the second half).
+        learning_rate=learning_rate,
+        b1=0.5,
+        b2=0.999,
+        decay_fraction=0.5,
+        log_every_steps=log_every,
+        image_every_steps=image_every,
+        checkpoint_every_steps=checkpoint_every,
+    ))
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """Returns the config for variant `arg`: None (the paper, CelebAMask-HQ 512), 'quickstart' or 'smoke'."""
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.resolution = 512
+    config.num_classes = 19
+
+    # --- data -------------------------------------------------------------------------------------
+    config.data = ml_collections.ConfigDict(dict(
+        # TFDS name `celebamask_hq/{scheme}_{resolution}`; built once with
+        # `python -m tfds_celebamask.build --manual_dir=... --data_dir=...` (or by the run, below).
+        name="celebamask_hq/official_512",
+        data_dir=None,  # None: TFDS's default (~/tensorflow_datasets)
+        split="train",
+        # Where the manual download lives; when set and the dataset is not built yet, the run builds it.
+        manual_dir=None,
+        global_batch_size=8,
+        shuffle_seed=0,
+        random_flip=True,
+        worker_count=0,  # grain worker processes per host (0: in the main process)
+        # Synthetic faces written into the workdir when the dataset is absent (None: real data only).
+        synthetic=None,
+    ))
+
+    # --- networks (constructor fields; defaults are the reference sizes) ------------------------------
+    config.model = ml_collections.ConfigDict(dict(
+        compute_dtype="float32",  # or "bfloat16": float32 parameters and norm statistics either way
+        generator=dict(ngf=64, n_downsample=4, n_blocks=4, encoder_widths=(16, 32, 64), n_encoder_deep=3),
+        discriminator=dict(num_d=2, n_layers=3, ndf=64),
+        mask_vae=dict(latent_dim=1024, base_width=32, max_width=2048),
+        blender=dict(ngf=32, n_downsample=3, n_blocks=3),
+    ))
+
+    # --- objective ------------------------------------------------------------------------------------
+    config.loss = ml_collections.ConfigDict(dict(
+        lambda_feat=10.0,
+        lambda_percept=10.0,
+        perceptual_layer_weights=(1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0),
+        # Local .npz from `python -m maskgan_jax.convert_vgg19` (Keras h5 or torchvision weights).
+        vgg19_weights=None,
+        # 'raw' feeds [-1, 1] images as the reference does; 'imagenet' normalises first.
+        vgg_input_mode="raw",
+        # Without weights: the full config stops with instructions; quickstart/smoke turn the term off.
+        require_vgg19=True,
+        lambda_kl=1e-5,
+        lambda_inter=2.5,
+    ))
+
+    # --- phases, in order -----------------------------------------------------------------------------
+    config.phases = ml_collections.ConfigDict(dict(
+        maskvae=_phase(100_000, 2e-4, 100, 5_000, 5_000),
+        dmn=_phase(200_000, 2e-4, 100, 5_000, 5_000),
+        ebst=_phase(100_000, 5e-5, 100, 5_000, 5_000),
+    ))
+    # Start a phase from checkpoints written elsewhere instead of the previous phase's last one:
+    # a workdir or checkpoint directory per network (e.g. init_from.generator='/runs/dmn').
+    config.init_from = ml_collections.ConfigDict(dict(mask_vae=None, generator=None, discriminator=None))
+
+    # --- checkpoints ----------------------------------------------------------------------------------
+    config.checkpoint = ml_collections.ConfigDict(dict(keep_last=3, keep_every_steps=50_000))
+
+    # --- devices --------------------------------------------------------------------------------------
+    # Mesh axes: `data` splits the batch; `fsdp` additionally shards parameters and optimiser state
+    # (and the batch) over its devices. -1 takes all remaining devices.
+    config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
+    config.profile_steps = 5  # steps traced by clu's Profile hook once per phase (0: off)
+
+    if arg in (None, ""):
+        return config
+    if arg == "quickstart":
+        return _quickstart(config)
+    if arg == "smoke":
+        return _smoke(config)
+    raise ValueError(f"configs/ebst.py: unknown variant {arg!r}; expected '', 'quickstart' or 'smoke'")
+
+
+def _synthetic_data(config: ml_collections.ConfigDict, resolution: int, num_faces: int,
+                    batch_size: int) -> None:
+    config.resolution = resolution
+    config.data.name = f"celebamask_hq/official_{resolution}"
+    config.data.split = "train"
+    config.data.global_batch_size = batch_size
+    config.data.synthetic = ml_collections.ConfigDict(dict(num_faces=num_faces, seed=1234))
+    config.loss.require_vgg19 = False
+
+
+def _quickstart(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Synthetic faces at 64x64 and small widths: the whole pipeline on a laptop CPU in minutes."""
+    _synthetic_data(config, resolution=64, num_faces=2_000, batch_size=8)
+    config.model.generator = dict(ngf=16, n_downsample=3, n_blocks=2, encoder_widths=(16, 32, 64),
+                                  n_encoder_deep=3)
+    config.model.discriminator = dict(num_d=2, n_layers=3, ndf=16)
+    config.model.mask_vae = dict(latent_dim=128, base_width=16, max_width=256)
+    config.model.blender = dict(ngf=8, n_downsample=2, n_blocks=2)
+    config.phases.maskvae = _phase(600, 1e-3, 50, 300, 300)
+    config.phases.dmn = _phase(1_500, 5e-4, 50, 250, 500)
+    config.phases.ebst = _phase(400, 2e-4, 50, 100, 200)
+    config.checkpoint = ml_collections.ConfigDict(dict(keep_last=2, keep_every_steps=0))
+    config.profile_steps = 0
+    return config
+
+
+def _smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Every phase for a few steps at tiny sizes (tests, CI)."""
+    _synthetic_data(config, resolution=64, num_faces=24, batch_size=4)
+    config.model.generator = dict(ngf=4, n_downsample=2, n_blocks=1, encoder_widths=(4, 4, 8),
+                                  n_encoder_deep=2)
+    config.model.discriminator = dict(num_d=2, n_layers=2, ndf=4)
+    config.model.mask_vae = dict(latent_dim=8, base_width=4, max_width=16)
+    config.model.blender = dict(ngf=4, n_downsample=1, n_blocks=1)
+    config.phases.maskvae = _phase(4, 1e-3, 2, 4, 2)
+    config.phases.dmn = _phase(4, 1e-3, 2, 4, 2)
+    config.phases.ebst = _phase(4, 1e-3, 2, 4, 2)
+    config.checkpoint = ml_collections.ConfigDict(dict(keep_last=2, keep_every_steps=0))
+    config.profile_steps = 0
+    return config

@@ -1,0 +1,97 @@
+"""The run's dataset: makes sure it is built (synthetic faces or a manual CelebAMask-HQ download),
+and derives the input pipeline's config from the run config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import ml_collections
+from absl import logging
+
+SYNTHETIC_FOLDER = "synthetic_faces"
+TFDS_FOLDER = "tensorflow_datasets"
+
+
+def data_dir(config: ml_collections.ConfigDict, workdir: Path) -> str | None:
+    """The TFDS data dir: config.data.data_dir, or <workdir>/tensorflow_datasets for synthetic data."""
+    if config.data.data_dir is not None:
+        return str(config.data.data_dir)
+    if config.data.synthetic is not None:
+        return str(workdir / TFDS_FOLDER)
+    return None
+
+
+def tfds_default_data_dir() -> str:
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+    return str(tfds.core.constants.DATA_DIR)
+
+
+def _builder(config: ml_collections.ConfigDict, workdir: Path):
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
+    import tfds_celebamask  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    return tfds.builder(config.data.name, data_dir=data_dir(config, workdir))
+
+
+def _config_name(config: ml_collections.ConfigDict) -> str:
+    name = config.data.name
+    if "/" not in name or not name.startswith("celebamask_hq/"):
+        raise ValueError(f"config.data.name: expected 'celebamask_hq/<scheme>_<resolution>', got {name!r}")
+    config_name = name.split("/", 1)[1]
+    resolution = int(config_name.rsplit("_", 1)[1])
+    if resolution != config.resolution:
+        raise ValueError(f"config.data.name {name!r} is at {resolution}px but config.resolution is "
+                         f"{config.resolution}")
+    return config_name
+
+
+def prepare_dataset(config: ml_collections.ConfigDict, workdir: Path) -> None:
+    """Builds the dataset if it is not prepared yet (process 0; the others wait).
+
+    Synthetic: writes `config.data.synthetic.num_faces` faces into <workdir>/synthetic_faces and builds
+    from there. Real data: builds from config.data.manual_dir, or fails with the instructions.
+    """
+    config_name = _config_name(config)
+    builder = _builder(config, workdir)
+    if builder.is_prepared():
+        return
+    if jax.process_index() == 0:
+        from tfds_celebamask import build  # pylint: disable=import-outside-toplevel
+        if config.data.synthetic is not None:
+            from tfds_celebamask import synthetic  # pylint: disable=import-outside-toplevel
+            manual_dir = workdir / SYNTHETIC_FOLDER
+            faces = manual_dir / "CelebAMask-HQ"
+            if not (faces / synthetic.README_FILE).is_file():
+                logging.info("Writing %d synthetic faces to %s", config.data.synthetic.num_faces, faces)
+                stats = synthetic.write_dataset(str(faces), num=config.data.synthetic.num_faces,
+                                                size=config.resolution, seed=config.data.synthetic.seed)
+                logging.info("Synthetic faces: %.0f faces/min", stats.faces_per_minute)
+        elif config.data.manual_dir is not None:
+            manual_dir = Path(config.data.manual_dir)
+        else:
+            raise FileNotFoundError(
+                f"Dataset {config.data.name} is not prepared in {builder.data_dir} and config.data.manual_dir "
+                f"is not set. Download CelebAMask-HQ by hand (see tfds_celebamask's MANUAL_DOWNLOAD_INSTRUCTIONS), "
+                f"then set --config.data.manual_dir=DIR, or build it once with\n  python -m tfds_celebamask.build "
+                f"--manual_dir=DIR --data_dir=DATA_DIR --config={config_name}")
+        logging.info("Building %s from %s", config.data.name, manual_dir)
+        build.build(config_name, manual_dir, data_dir(config, workdir) or tfds_default_data_dir())
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+        multihost_utils.sync_global_devices("maskgan_jax dataset prepared")
+
+
+def pipeline_config(config: ml_collections.ConfigDict, phase: str, workdir: Path) -> ml_collections.ConfigDict:
+    """The input pipeline's config for `phase` (its shuffle seed is offset per phase, so phases see
+    different orders of the data)."""
+    from maskgan_jax import input_pipeline  # pylint: disable=import-outside-toplevel
+    pipeline = input_pipeline.default_config()
+    pipeline.name = config.data.name
+    pipeline.data_dir = data_dir(config, workdir)
+    pipeline.split = config.data.split
+    pipeline.batch_size = config.data.global_batch_size
+    pipeline.shuffle_seed = config.data.shuffle_seed + ("maskvae", "dmn", "ebst").index(phase)
+    pipeline.random_flip = config.data.random_flip
+    pipeline.worker_count = config.data.worker_count
+    return pipeline

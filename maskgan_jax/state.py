@@ -1,0 +1,134 @@
+"""Networks from the config, and the train state of each network: parameters, optimiser state and
+(for the MaskVAE) BatchNorm statistics.
+
+States are created sharded: `jax.eval_shape` of the init gives the abstract state, the sharding
+rules give its shardings, and `jax.jit(init, out_shardings=...)` materialises it in place on the mesh.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from maskgan_jax import sharding as sharding_lib
+from maskgan_jax.models import AlphaBlender, DenseMappingNetwork, MaskVAE, MultiScaleDiscriminator
+
+NETWORKS = ("generator", "discriminator", "mask_vae", "blender")
+
+
+@flax.struct.dataclass
+class NetState:
+    """One network's trainable state.
+
+    params: the `params` collection. opt_state: its optax state (None for a frozen network).
+    batch_stats: the `batch_stats` collection ({} for networks without BatchNorm).
+    """
+
+    params: Any
+    opt_state: Any
+    batch_stats: Any
+
+    def variables(self) -> dict[str, Any]:
+        """The variables dict flax's `apply` takes."""
+        if self.batch_stats:
+            return {"params": self.params, "batch_stats": self.batch_stats}
+        return {"params": self.params}
+
+
+@dataclasses.dataclass(frozen=True)
+class Networks:
+    """The four trainable modules, built from `config.model`."""
+
+    generator: DenseMappingNetwork
+    discriminator: MultiScaleDiscriminator
+    mask_vae: MaskVAE
+    blender: AlphaBlender
+
+
+def compute_dtype(config: ml_collections.ConfigDict) -> jnp.dtype:
+    name = config.model.compute_dtype
+    if name not in ("float32", "bfloat16"):
+        raise ValueError(f"config.model.compute_dtype: expected 'float32' or 'bfloat16', got {name!r}")
+    return jnp.dtype(name)
+
+
+def build_networks(config: ml_collections.ConfigDict) -> Networks:
+    """Instantiates every network from `config.model`, `config.resolution` and `config.num_classes`."""
+    dtype = compute_dtype(config)
+    model = config.model
+    return Networks(
+        generator=DenseMappingNetwork(num_classes=config.num_classes, dtype=dtype,
+                                      **{**model.generator, "encoder_widths": tuple(model.generator.encoder_widths)}),
+        discriminator=MultiScaleDiscriminator(dtype=dtype, **model.discriminator),
+        mask_vae=MaskVAE(num_classes=config.num_classes, resolution=config.resolution, dtype=dtype,
+                         **model.mask_vae),
+        blender=AlphaBlender(dtype=dtype, **model.blender),
+    )
+
+
+def learning_rate_schedule(phase: ml_collections.ConfigDict) -> optax.Schedule:
+    """Constant, then linear decay to 0 over the last `decay_fraction` of the phase (pix2pixHD)."""
+    decay_steps = int(round(phase.num_steps * phase.decay_fraction))
+    return optax.linear_schedule(init_value=phase.learning_rate, end_value=0.0,
+                                 transition_steps=max(decay_steps, 1),
+                                 transition_begin=phase.num_steps - decay_steps)
+
+
+def optimizer(phase: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """Adam with the phase's betas and schedule; one instance per trained network."""
+    return optax.adam(learning_rate_schedule(phase), b1=phase.b1, b2=phase.b2)
+
+
+def example_inputs(config: ml_collections.ConfigDict, batch: int = 1) -> dict[str, jax.Array]:
+    """Zero inputs of the training shapes, for initialisation."""
+    size = config.resolution
+    return {
+        "image": jnp.zeros((batch, size, size, 3), jnp.float32),
+        "mask": jnp.zeros((batch, size, size, config.num_classes), jnp.float32),
+        "pair": jnp.zeros((batch, size, size, config.num_classes + 3), jnp.float32),
+    }
+
+
+def init_variables(name: str, networks: Networks, config: ml_collections.ConfigDict,
+                   rng: jax.Array) -> dict[str, Any]:
+    """Initial variables of network `name` (see NETWORKS)."""
+    x = example_inputs(config)
+    if name == "generator":
+        return networks.generator.init(rng, x["image"], x["mask"], x["mask"])
+    if name == "discriminator":
+        return networks.discriminator.init(rng, x["pair"])
+    if name == "mask_vae":
+        params_rng, reparam_rng = jax.random.split(rng)
+        return networks.mask_vae.init({"params": params_rng, "reparam": reparam_rng}, x["mask"], train=False)
+    if name == "blender":
+        return networks.blender.init(rng, x["image"], x["image"])
+    raise ValueError(f"unknown network {name!r}; expected one of {NETWORKS}")
+
+
+def new_net_state(variables: dict[str, Any], tx: optax.GradientTransformation | None) -> NetState:
+    params = variables["params"]
+    return NetState(params=params, opt_state=tx.init(params) if tx is not None else None,
+                    batch_stats=variables.get("batch_stats", {}))
+
+
+def create_sharded(make: Callable[[], Any], mesh: jax.sharding.Mesh) -> tuple[Any, Any]:
+    """Runs `make` (a pure function of nothing, returning a pytree) directly into its shardings.
+
+    Returns:
+      (state, shardings): the materialised pytree and its NamedShardings.
+    """
+    abstract = jax.eval_shape(make)
+    shardings = sharding_lib.state_shardings(abstract, mesh)
+    return jax.jit(make, out_shardings=shardings)(), shardings
+
+
+def abstract_with_shardings(abstract: Any, shardings: Any) -> Any:
+    """ShapeDtypeStructs carrying shardings: the restore target that lets orbax reshard on load."""
+    return jax.tree_util.tree_map(
+        lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s), abstract, shardings)

@@ -1,0 +1,264 @@
+"""One pure training step per phase/stage: MaskVAE, DMN (EBST stage 1) and EBST stage 2.
+
+Every step has the signature
+    step(states, guard, batch, step, vgg_params) -> (states, guard, metrics)
+with `states` a dict of `NetState` per network, `batch` the global batch of `input_pipeline`
+({'image': (B,H,W,3) float32 in [-1,1], 'mask': (B,H,W) int32, 'mask_ref': (B,H,W) int32}),
+`step` the int32 step being taken (it also seeds the step's randomness, so a resumed run draws the
+same numbers), and `vgg_params` the frozen VGG19 (None: no perceptual term). `metrics` is a dict of
+float32 scalars, left on device; all of them are watched by the non-finite guard.
+
+The non-finite guard: a step whose losses or gradient norms are not all finite changes no state and
+records its step number and which terms failed in `guard`; the loop reads the guard at logging and
+checkpoint intervals and stops the run (see `train.py`), so no checkpoint ever holds such an update.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from maskgan_jax import losses
+from maskgan_jax.models import VGG19Features, one_hot_mask
+from maskgan_jax.state import NetState, Networks
+
+Metrics = dict[str, jax.Array]
+Step = Callable[..., tuple[dict[str, NetState], "Guard", Metrics]]
+
+
+@flax.struct.dataclass
+class Guard:
+    """first_bad_step: int32, -1 while every step so far was finite. bad_terms: int32 bitmask over the
+    sorted metric names of the step that failed (decoded by `describe_bad_terms`)."""
+
+    first_bad_step: jax.Array
+    bad_terms: jax.Array
+
+    @classmethod
+    def create(cls) -> Guard:
+        return cls(first_bad_step=jnp.array(-1, jnp.int32), bad_terms=jnp.array(0, jnp.int32))
+
+
+def describe_bad_terms(bad_terms: int, metric_names: list[str]) -> list[str]:
+    """The metric names whose bits are set in `bad_terms`."""
+    return [name for i, name in enumerate(sorted(metric_names)) if bad_terms >> i & 1]
+
+
+def _guarded(old: dict[str, NetState], new: dict[str, NetState], guard: Guard, metrics: Metrics,
+             step: jax.Array) -> tuple[dict[str, NetState], Guard]:
+    """Keeps the old states if any metric is non-finite, and records the first such step in the guard."""
+    names = sorted(metrics)
+    finite = jnp.stack([jnp.isfinite(metrics[name]) for name in names])
+    all_finite = jnp.all(finite)
+    bits = jnp.sum(jnp.where(finite, 0, 2 ** jnp.arange(len(names), dtype=jnp.int32)))
+    states = jax.tree_util.tree_map(lambda n, o: jnp.where(all_finite, n, o), new, old)
+    first_failure = jnp.logical_and(guard.first_bad_step < 0, jnp.logical_not(all_finite))
+    guard = Guard(first_bad_step=jnp.where(first_failure, step, guard.first_bad_step),
+                  bad_terms=jnp.where(first_failure, bits, guard.bad_terms))
+    return states, guard
+
+
+def _apply_gradients(state: NetState, grads: Any, tx: optax.GradientTransformation,
+                     batch_stats: Any = None) -> NetState:
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    return state.replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state,
+                         batch_stats=state.batch_stats if batch_stats is None else batch_stats)
+
+
+def _step_rng(seed: int, step: jax.Array, stream: int) -> jax.Array:
+    return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), step), stream)
+
+
+# --------------------------------------------------------------------------------------- MaskVAE
+
+
+def make_maskvae_step(networks: Networks, config: ml_collections.ConfigDict,
+                      tx: optax.GradientTransformation) -> Step:
+    """MaskVAE pretraining: pixel-wise cross-entropy + lambda_kl * KL(q(z|M) || N(0, I))."""
+    vae = networks.mask_vae
+
+    def step_fn(states, guard, batch, step, vgg_params):
+        del vgg_params
+        state = states["mask_vae"]
+        masks = one_hot_mask(batch["mask"], config.num_classes)
+
+        def loss_fn(params):
+            (logits, mean, logvar), updated = vae.apply(
+                {"params": params, "batch_stats": state.batch_stats}, masks, True,
+                rngs={"reparam": _step_rng(config.seed, step, 0)}, mutable=["batch_stats"])
+            cross_entropy = losses.mask_cross_entropy(logits, batch["mask"])
+            kl = losses.kl_to_standard_normal(mean, logvar)
+            accuracy = jnp.mean((jnp.argmax(logits, -1) == batch["mask"]).astype(jnp.float32))
+            terms = {"cross_entropy": cross_entropy, "kl": kl}
+            return cross_entropy + config.loss.lambda_kl * kl, (terms, accuracy, updated["batch_stats"])
+
+        (total, (terms, accuracy, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        new = {**states, "mask_vae": _apply_gradients(state, grads, tx, batch_stats)}
+        metrics = {"mask_vae/total": total, "mask_vae/grad_norm": optax.global_norm(grads),
+                   "mask_vae/pixel_accuracy": accuracy, **{f"mask_vae/{k}": v for k, v in terms.items()}}
+        states, guard = _guarded(states, new, guard, metrics, step)
+        return states, guard, metrics
+
+    return step_fn
+
+
+# ----------------------------------------------------------------------------------------- GAN
+
+
+def _pair(mask_onehot: jax.Array, image: jax.Array) -> jax.Array:
+    """D's input: concat(one-hot mask, image), (N, H, W, num_classes + 3)."""
+    return jnp.concatenate([mask_onehot, image.astype(mask_onehot.dtype)], axis=-1)
+
+
+def _generator_terms(networks: Networks, config: ml_collections.ConfigDict, d_params: Any, condition: jax.Array,
+                     real: jax.Array, fake: jax.Array, vgg_params: Any) -> dict[str, jax.Array]:
+    """Section 3's objective terms for G (before weighting): adversarial, feature matching, perceptual.
+
+    condition: one-hot mask (N,H,W,C) the images should follow; real/fake: (N,H,W,3) in [-1, 1].
+    """
+    d = networks.discriminator
+    real_outputs = d.apply({"params": d_params}, _pair(condition, real))
+    fake_outputs = d.apply({"params": d_params}, _pair(condition, fake))
+    terms = {
+        "adversarial": losses.lsgan_generator_loss(fake_outputs),
+        "feature_matching": losses.feature_matching_loss(real_outputs, fake_outputs, d.num_d, d.n_layers),
+    }
+    if vgg_params is not None:
+        vgg = VGG19Features(input_mode=config.loss.vgg_input_mode, dtype=networks.generator.dtype)
+        terms["perceptual"] = losses.vgg_perceptual_loss(vgg_params, real, fake, vgg=vgg,
+                                                         weights=tuple(config.loss.perceptual_layer_weights))
+    return terms
+
+
+def _weighted_total(terms: dict[str, jax.Array], loss_config: ml_collections.ConfigDict) -> jax.Array:
+    weights = {"adversarial": 1.0, "feature_matching": loss_config.lambda_feat,
+               "perceptual": loss_config.lambda_percept}
+    return sum(weights[name] * value for name, value in terms.items())
+
+
+def _discriminator_loss(networks: Networks, d_params: Any, condition: jax.Array, real: jax.Array,
+                        fake: jax.Array) -> jax.Array:
+    d = networks.discriminator
+    real_outputs = d.apply({"params": d_params}, _pair(condition, real))
+    fake_outputs = d.apply({"params": d_params}, _pair(condition, jax.lax.stop_gradient(fake)))
+    return losses.lsgan_discriminator_loss(real_outputs, fake_outputs)
+
+
+def make_dmn_step(networks: Networks, config: ml_collections.ConfigDict, g_tx: optax.GradientTransformation,
+                  d_tx: optax.GradientTransformation) -> Step:
+    """Stage 1 (DMN training, and EBST's stage 1): reconstruct I_t from (I_t, M_t, M_t).
+
+    As pix2pixHD, G and D losses are computed on one forward pass with the current D, then G and D
+    are both updated: D on (M_t, I_t) vs (M_t, stop_gradient(I_out)).
+    """
+    g = networks.generator
+
+    def step_fn(states, guard, batch, step, vgg_params):
+        image = batch["image"]
+        mask = one_hot_mask(batch["mask"], config.num_classes)
+        d_params = states["discriminator"].params
+
+        def g_loss_fn(g_params):
+            fake = g.apply({"params": g_params}, image, mask, mask).astype(jnp.float32)
+            terms = _generator_terms(networks, config, d_params, mask, image, fake, vgg_params)
+            return _weighted_total(terms, config.loss), (terms, fake)
+
+        (g_total, (g_terms, fake)), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(states["generator"].params)
+        d_total, d_grads = jax.value_and_grad(
+            lambda p: _discriminator_loss(networks, p, mask, image, fake))(d_params)
+        new = {**states,
+               "generator": _apply_gradients(states["generator"], g_grads, g_tx),
+               "discriminator": _apply_gradients(states["discriminator"], d_grads, d_tx)}
+        metrics = {"stage1/g_total": g_total, "stage1/d_total": d_total,
+                   "stage1/g_grad_norm": optax.global_norm(g_grads),
+                   "stage1/d_grad_norm": optax.global_norm(d_grads),
+                   "stage1/l1_reconstruction": jnp.mean(jnp.abs(fake - image)),
+                   **{f"stage1/{k}": v for k, v in g_terms.items()}}
+        states, guard = _guarded(states, new, guard, metrics, step)
+        return states, guard, metrics
+
+    return step_fn
+
+
+# ------------------------------------------------------------------------------- EBST stage 2
+
+
+def simulated_edits(networks: Networks, config: ml_collections.ConfigDict, vae_variables: dict[str, Any],
+                    mask: jax.Array, mask_ref: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """M_inter and M_outer: two small, opposite edits of M_t towards and away from M_ref.
+
+    z_t, z_ref are the MaskVAE posterior means; v = (z_ref - z_t) / lambda_inter;
+    M_inter = argmax Dec(z_t + v), M_outer = argmax Dec(z_t - v).
+    Args: mask, mask_ref: int (N, H, W). Returns: two int32 (N, H, W) label maps.
+    """
+    vae = networks.mask_vae
+    both = one_hot_mask(jnp.concatenate([mask, mask_ref], axis=0), config.num_classes)
+    means, _ = vae.apply(vae_variables, both, False, method=vae.encode)
+    z_t, z_ref = jnp.split(means, 2, axis=0)
+    v = (z_ref - z_t) / config.loss.lambda_inter
+    logits = vae.apply(vae_variables, jnp.concatenate([z_t + v, z_t - v], axis=0), False, method=vae.decode)
+    inter, outer = jnp.split(jnp.argmax(logits, axis=-1).astype(jnp.int32), 2, axis=0)
+    return inter, outer
+
+
+def blend_edits(networks: Networks, g_params: Any, b_params: Any, image: jax.Array, mask: jax.Array,
+                mask_inter: jax.Array, mask_outer: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """I_inter, I_outer = G_A(I_t, M_t, M_inter / M_outer) in one batched call; I_blend = B(I_inter, I_outer).
+
+    mask, mask_inter, mask_outer: one-hot (N,H,W,C). Returns (i_inter, i_outer, i_blend), (N,H,W,3) float32.
+    """
+    n = image.shape[0]
+    both = networks.generator.apply({"params": g_params}, jnp.concatenate([image, image]),
+                                    jnp.concatenate([mask, mask]), jnp.concatenate([mask_inter, mask_outer]))
+    i_inter, i_outer = both[:n], both[n:]
+    blend, _ = networks.blender.apply({"params": b_params}, i_inter, i_outer)
+    return i_inter.astype(jnp.float32), i_outer.astype(jnp.float32), blend
+
+
+def make_ebst_stage2_step(networks: Networks, config: ml_collections.ConfigDict,
+                          g_tx: optax.GradientTransformation, b_tx: optax.GradientTransformation,
+                          d_tx: optax.GradientTransformation) -> Step:
+    """Stage 2: update G_B = {G_A, B} jointly on dual-editing consistency, and D on the blend.
+
+    The MaskVAE is frozen (eval-mode BatchNorm, no gradient, no update).
+    """
+
+    def step_fn(states, guard, batch, step, vgg_params):
+        image = batch["image"]
+        mask = one_hot_mask(batch["mask"], config.num_classes)
+        inter, outer = simulated_edits(networks, config, states["mask_vae"].variables(), batch["mask"],
+                                       batch["mask_ref"])
+        inter_onehot = one_hot_mask(inter, config.num_classes)
+        outer_onehot = one_hot_mask(outer, config.num_classes)
+        d_params = states["discriminator"].params
+
+        def gb_loss_fn(gb_params):
+            g_params, b_params = gb_params
+            _, _, blend = blend_edits(networks, g_params, b_params, image, mask, inter_onehot, outer_onehot)
+            terms = _generator_terms(networks, config, d_params, mask, image, blend, vgg_params)
+            return _weighted_total(terms, config.loss), (terms, blend)
+
+        gb_params = (states["generator"].params, states["blender"].params)
+        (gb_total, (terms, blend)), (g_grads, b_grads) = jax.value_and_grad(gb_loss_fn, has_aux=True)(gb_params)
+        d_total, d_grads = jax.value_and_grad(
+            lambda p: _discriminator_loss(networks, p, mask, image, blend))(d_params)
+        new = {**states,
+               "generator": _apply_gradients(states["generator"], g_grads, g_tx),
+               "blender": _apply_gradients(states["blender"], b_grads, b_tx),
+               "discriminator": _apply_gradients(states["discriminator"], d_grads, d_tx)}
+        metrics = {"stage2/gb_total": gb_total, "stage2/d_total": d_total,
+                   "stage2/g_grad_norm": optax.global_norm(g_grads),
+                   "stage2/b_grad_norm": optax.global_norm(b_grads),
+                   "stage2/d_grad_norm": optax.global_norm(d_grads),
+                   "stage2/inter_changed_fraction": jnp.mean((inter != batch["mask"]).astype(jnp.float32)),
+                   "stage2/l1_blend": jnp.mean(jnp.abs(blend - image)),
+                   **{f"stage2/{k}": v for k, v in terms.items()}}
+        states, guard = _guarded(states, new, guard, metrics, step)
+        return states, guard, metrics
+
+    return step_fn

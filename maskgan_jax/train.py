@@ -1,0 +1,277 @@
+"""The training loop over MaskGAN's phases: MaskVAE pretraining -> DMN -> EBST.
+
+    train_and_evaluate(config, workdir)
+
+Each phase resumes from its own latest checkpoint, or starts from the previous phases' final
+checkpoints (or the checkpoints named in `config.init_from`). A phase whose latest checkpoint is at
+its last step is done and skipped, so rerunning the same command continues where the last run stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from clu import metric_writers, parameter_overview, periodic_actions
+
+from maskgan_jax import checkpoint as ckpt
+from maskgan_jax import data as data_lib
+from maskgan_jax import input_pipeline, previews
+from maskgan_jax import sharding as sharding_lib
+from maskgan_jax import state as state_lib
+from maskgan_jax import steps as steps_lib
+from maskgan_jax.models import load_vgg19_params
+
+PHASES = ("maskvae", "dmn", "ebst")
+# Networks each phase trains, and those it uses frozen.
+TRAINED = {"maskvae": ("mask_vae",), "dmn": ("generator", "discriminator"),
+           "ebst": ("generator", "discriminator", "blender")}
+FROZEN = {"maskvae": (), "dmn": (), "ebst": ("mask_vae",)}
+# Where a network comes from when a phase starts: the phase that last trained it.
+SOURCE_PHASE = {"mask_vae": "maskvae", "generator": "dmn", "discriminator": "dmn"}
+
+
+class NonFiniteError(RuntimeError):
+    """A loss or gradient norm became NaN or Inf; the last good checkpoint is intact."""
+
+
+@dataclasses.dataclass
+class PhaseResult:
+    phase: str
+    last_step: int
+    preempted: bool
+    metrics: dict[str, float]
+
+
+class _StopRequest:
+    """SIGTERM (or Orbax's preemption notice on multi-host runs) asks the loop to save and exit 0."""
+
+    def __init__(self):
+        self._event = threading.Event()
+        self._previous = None
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, lambda *_: self._event.set())
+
+    def uninstall(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+    def requested(self, manager, step: int) -> bool:
+        if jax.process_count() > 1:
+            # All processes must agree on the step; JAX's coordination service relays SIGTERM.
+            return manager.reached_preemption(step) or self._event.is_set() and _any_process(True)
+        return self._event.is_set()
+
+
+def _any_process(flag: bool) -> bool:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    return bool(np.any(multihost_utils.process_allgather(np.array(flag))))
+
+
+def _vgg_params(config: ml_collections.ConfigDict, mesh) -> Any:
+    """The frozen VGG19 weights, replicated on the mesh; None turns the perceptual term off."""
+    path = config.loss.vgg19_weights
+    if path is None or config.loss.lambda_percept == 0:
+        if config.loss.require_vgg19 and config.loss.lambda_percept != 0:
+            raise FileNotFoundError(
+                "config.loss.vgg19_weights is not set, and this config needs the VGG19 perceptual loss. "
+                "Make the weights file once, from Keras' ImageNet VGG19 (h5) or torchvision's (state_dict):\n"
+                "  python -m maskgan_jax.convert_vgg19 --keras_h5=vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5 "
+                "--out=vgg19.npz\n  python -m maskgan_jax.convert_vgg19 --torch_state_dict=vgg19-dcbb9e9d.pth "
+                "--out=vgg19.npz\nthen pass --config.loss.vgg19_weights=vgg19.npz (or set "
+                "--config.loss.lambda_percept=0 to train without it).")
+        logging.warning("No VGG19 weights (config.loss.vgg19_weights): the perceptual loss is off.")
+        return None
+    params = load_vgg19_params(path)
+    return jax.device_put(params, sharding_lib.replicated(mesh))
+
+
+def _fresh_state(name: str, networks: state_lib.Networks, config: ml_collections.ConfigDict,
+                 tx, mesh) -> tuple[state_lib.NetState, Any]:
+    rng = jax.random.fold_in(jax.random.key(config.seed), state_lib.NETWORKS.index(name))
+    return state_lib.create_sharded(
+        lambda: state_lib.new_net_state(state_lib.init_variables(name, networks, config, rng), tx), mesh)
+
+
+def _source(name: str, phase: str, config: ml_collections.ConfigDict, workdir: Path) -> str | Path | None:
+    """Where network `name` starts from in `phase`: config.init_from, else the workdir's checkpoint of the
+    phase that trains it (when that is an earlier phase), else nowhere (fresh)."""
+    if config.init_from.get(name) is not None:
+        return config.init_from[name]
+    source_phase = SOURCE_PHASE.get(name)
+    if source_phase is None or source_phase == phase:
+        return None
+    if config.phases[source_phase].num_steps <= 0:
+        raise ValueError(f"phase {phase!r} needs a trained {name}, but phases.{source_phase}.num_steps is 0 "
+                         f"and config.init_from.{name} is not set")
+    return workdir
+
+
+def _initial_states(phase: str, networks, config, workdir: Path, txs: dict[str, Any], mesh):
+    """States of every network the phase touches, and their shardings. Parameters (and BatchNorm
+    statistics) come from `_source` when it names one; optimiser states always start fresh."""
+    states, shardings = {}, {}
+    for name in TRAINED[phase] + FROZEN[phase]:
+        # Frozen networks carry an (unused) optimiser state too, so every checkpoint item has one shape.
+        tx = txs.get(name) or state_lib.optimizer(config.phases[phase])
+        fresh, shardings[name] = _fresh_state(name, networks, config, tx, mesh)
+        source = _source(name, phase, config, workdir)
+        if source is not None:
+            target = state_lib.abstract_with_shardings(jax.eval_shape(lambda f=fresh: f), shardings[name])
+            restored = ckpt.restore_network(source, name, target, phase_hint=SOURCE_PHASE[name])
+            fresh = fresh.replace(params=restored.params, batch_stats=restored.batch_stats)
+            logging.info("phase %s: %s from %s", phase, name, source)
+        states[name] = fresh
+    return states, shardings
+
+
+def _compile_steps(phase: str, networks, config, txs, state_shardings, guard_sharding, mesh):
+    """The phase's jitted steps (stage 1 and 2 for EBST), sharded and donating the state."""
+    batch = sharding_lib.batch_sharding(mesh)
+    batch_shardings = {"image": batch, "mask": batch, "mask_ref": batch}
+    rep = sharding_lib.replicated(mesh)
+
+    def jit(step_fn):
+        return jax.jit(step_fn, in_shardings=(state_shardings, guard_sharding, batch_shardings, rep, rep),
+                       out_shardings=(state_shardings, guard_sharding, rep), donate_argnums=(0, 1))
+
+    if phase == "maskvae":
+        return [jit(steps_lib.make_maskvae_step(networks, config, txs["mask_vae"]))]
+    stage1 = jit(steps_lib.make_dmn_step(networks, config, txs["generator"], txs["discriminator"]))
+    if phase == "dmn":
+        return [stage1]
+    return [stage1, jit(steps_lib.make_ebst_stage2_step(networks, config, txs["generator"], txs["blender"],
+                                                         txs["discriminator"]))]
+
+
+def _check_guard(guard: steps_lib.Guard, metric_names: list[str], phase: str, manager) -> None:
+    first_bad = int(jax.device_get(guard.first_bad_step))
+    if first_bad < 0:
+        return
+    terms = steps_lib.describe_bad_terms(int(jax.device_get(guard.bad_terms)), metric_names)
+    latest = manager.latest_step()
+    raise NonFiniteError(
+        f"phase {phase}: non-finite {', '.join(terms) or 'values'} at step {first_bad}; stopping. "
+        f"The update of that step was not applied and nothing after it was saved; the last good "
+        f"checkpoint is step {latest} in {ckpt.phase_directory(manager.directory.parent.parent, phase)}.")
+
+
+def _lr_metrics(phase: str, config: ml_collections.ConfigDict, step: int) -> dict[str, float]:
+    return {f"{phase}/learning_rate": float(state_lib.learning_rate_schedule(config.phases[phase])(step))}
+
+
+def train_phase(phase: str, config: ml_collections.ConfigDict, workdir: Path, mesh, networks,
+                vgg_params, stop: _StopRequest) -> PhaseResult:
+    """Runs (or resumes) one phase to its last step, or until a stop request."""
+    phase_config = config.phases[phase]
+    num_steps = phase_config.num_steps
+    manager = ckpt.create_manager(workdir, phase, config.checkpoint, phase_config.checkpoint_every_steps)
+    latest = manager.latest_step()
+    if latest is not None and latest >= num_steps:
+        logging.info("phase %s: done (checkpoint at step %d)", phase, latest)
+        return PhaseResult(phase, latest, False, {})
+
+    txs = {name: state_lib.optimizer(phase_config) for name in TRAINED[phase]}
+    states, state_shardings = _initial_states(phase, networks, config, workdir, txs, mesh)
+    guard = jax.device_put(steps_lib.Guard.create(), sharding_lib.replicated(mesh))
+    guard_sharding = jax.tree_util.tree_map(lambda _: sharding_lib.replicated(mesh), guard)
+    iterator = input_pipeline.create_iterator(data_lib.pipeline_config(config, phase, workdir), mesh)
+    start = 0
+    if latest is not None:
+        abstract = {n: state_lib.abstract_with_shardings(jax.eval_shape(lambda s=s: s), state_shardings[n])
+                    for n, s in states.items()}
+        states, guard = ckpt.restore(manager, latest, abstract, ckpt.abstract_of(guard), iterator)
+        start = latest
+        logging.info("phase %s: resumed at step %d", phase, start)
+
+    is_lead = jax.process_index() == 0
+    writer = metric_writers.create_default_writer(str(workdir / "tensorboard" / phase), just_logging=not is_lead)
+    if start == 0:
+        for name, s in states.items():
+            parameter_overview.log_parameter_overview(s.params, msg=f"phase {phase}: {name}")
+        writer.write_hparams({k: v for k, v in _flatten_config(config).items()})
+    hooks = [periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
+                                             every_steps=phase_config.log_every_steps)]
+    if config.profile_steps and is_lead:
+        hooks.append(periodic_actions.Profile(num_profile_steps=config.profile_steps,
+                                              logdir=str(workdir / "profile" / phase), first_profile=start + 10))
+    step_fns = _compile_steps(phase, networks, config, txs, state_shardings, guard_sharding, mesh)
+    preview_fn = previews.make_preview_fn(phase, networks, config, mesh)
+
+    metrics, host_metrics, preempted, step = {}, {}, False, start
+    for step in range(start, num_steps):
+        batch = next(iterator)
+        for step_fn in step_fns:
+            states, guard, stage_metrics = step_fn(states, guard, batch, step, vgg_params)
+            metrics.update(stage_metrics)
+        done = step + 1
+        for hook in hooks:
+            hook(done)
+        is_last = done == num_steps
+        if done % phase_config.log_every_steps == 0 or is_last:
+            _check_guard(guard, list(metrics), phase, manager)
+            host_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            writer.write_scalars(done, {**host_metrics, **_lr_metrics(phase, config, step)})
+        if done % phase_config.image_every_steps == 0 or is_last:
+            grid = np.asarray(jax.device_get(preview_fn(states, batch)))
+            writer.write_images(done, {f"{phase}/grid": grid[None]})
+            if is_lead:
+                previews.save_png(grid, workdir / "images" / f"{phase}_{done:07d}.png")
+        preempted = stop.requested(manager, done)
+        if preempted or manager.should_save(done) or is_last:
+            _check_guard(guard, list(metrics), phase, manager)
+            ckpt.save(manager, done, states, guard, iterator, config, force=preempted or is_last)
+        if preempted:
+            logging.warning("phase %s: stop requested; saved step %d", phase, done)
+            break
+    ckpt.wait(manager)
+    writer.flush()
+    return PhaseResult(phase, step + 1 if num_steps > start else start, preempted, host_metrics)
+
+
+def _flatten_config(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, (ml_collections.ConfigDict, dict)):
+            flat.update(_flatten_config(ml_collections.ConfigDict(value), name + "."))
+        else:
+            flat[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return flat
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> list[PhaseResult]:
+    """Runs every phase with num_steps > 0, in order. Returns each phase's result; stops early (and
+    returns) when a stop was requested, after saving."""
+    workdir = Path(workdir).absolute()
+    workdir.mkdir(parents=True, exist_ok=True)
+    data_lib.prepare_dataset(config, workdir)
+    mesh = sharding_lib.create_mesh(config.mesh)
+    networks = state_lib.build_networks(config)
+    vgg_params = _vgg_params(config, mesh)
+    stop = _StopRequest()
+    stop.install()
+    results = []
+    try:
+        for phase in PHASES:
+            if config.phases[phase].num_steps <= 0:
+                logging.info("phase %s: skipped (num_steps is 0)", phase)
+                continue
+            result = train_phase(phase, config, workdir, mesh, networks, vgg_params, stop)
+            results.append(result)
+            if result.preempted:
+                break
+    finally:
+        stop.uninstall()
+    return results
