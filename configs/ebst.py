@@ -25,6 +25,7 @@ def _phase(num_steps: int, learning_rate: float, log_every: int, image_every: in
         learning_rate=learning_rate,
         b1=0.5,
         b2=0.999,
+        eps=1e-8,
         decay_fraction=0.5,
         log_every_steps=log_every,
         image_every_steps=image_every,
@@ -52,6 +53,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         shuffle_seed=0,
         random_flip=True,
         worker_count=0,  # grain worker processes per host (0: in the main process)
+        # Logical data shards (None: one per process). Fix it to make runs on different numbers of
+        # hosts see the same global batches (see maskgan_jax/input_pipeline.py).
+        num_shards=None,
         # Synthetic faces written into the workdir when the dataset is absent (None: real data only).
         synthetic=None,
     ))
@@ -96,7 +100,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # --- devices --------------------------------------------------------------------------------------
     # Mesh axes: `data` splits the batch; `fsdp` additionally shards parameters and optimiser state
     # (and the batch) over its devices. -1 takes all remaining devices.
-    config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
+    # fsdp_min_weight_size: tensors with fewer elements stay replicated (collectives would cost more
+    # than the memory they save).
+    config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, fsdp_min_weight_size=2 ** 14))
     config.profile_steps = 5  # steps traced by clu's Profile hook once per phase (0: off)
 
     if arg in (None, ""):

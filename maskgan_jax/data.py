@@ -94,4 +94,5 @@ def pipeline_config(config: ml_collections.ConfigDict, phase: str, workdir: Path
     pipeline.shuffle_seed = config.data.shuffle_seed + ("maskvae", "dmn", "ebst").index(phase)
     pipeline.random_flip = config.data.random_flip
     pipeline.worker_count = config.data.worker_count
+    pipeline.num_shards = config.data.num_shards
     return pipeline

@@ -9,8 +9,8 @@ Data flow, per process:
     -> global jax.Arrays: jax.make_array_from_process_local_data(NamedSharding(mesh, P(data_axis)))
     -> mask_ref = the global mask batch rolled by one (see `GlobalBatchIterator`).
 
-Each process reads a disjoint shard (grain `ShardByJaxProcess`, contiguous equal pieces of the
-split; the remainder is dropped), so this assumes the data axis spans the processes (data
+The split is cut into `num_shards` logical shards (contiguous equal pieces, remainder dropped);
+each process reads its own shards, so this assumes the batch axes span the processes (data
 parallelism across hosts). The iterator state (`get_state`/`set_state`, bytes) can be saved with
 Orbax through grain's handler: `grain.checkpoint.CheckpointSave(iterator)` /
 `grain.checkpoint.CheckpointRestore(iterator)`; a restored iterator yields exactly the batches
@@ -25,10 +25,16 @@ Config fields (`default_config()`; a `ml_collections.ConfigDict`):
     random_flip   horizontal flip with probability 1/2, swapping l/r eye, brow and ear labels.
     worker_count  grain worker processes (0: decode in this process's threads). Workers need
                   parsed absl flags (absl.app.run) and a `__main__` guard.
+    num_shards    logical data shards (None: one per JAX process). Each shard is read by its own
+                  grain loader with batch `batch_size // num_shards`; process p reads shards
+                  [p * k, (p + 1) * k), k = num_shards // processes, and the global batch is the
+                  shards' batches in shard order. With num_shards fixed, the global batches are the
+                  same whatever the number of processes (a 2-host run equals a 1-host run).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import grain
@@ -55,6 +61,7 @@ def default_config() -> ml_collections.ConfigDict:
         "shuffle_seed": 0,
         "random_flip": True,
         "worker_count": 0,
+        "num_shards": None,
     })
 
 
@@ -147,7 +154,51 @@ def create_data_loader(
 # ----------------------------------------------------------------------------- global
 
 
-def make_global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh, data_axis: str) -> dict[str, jax.Array]:
+class ShardLoaders:
+    """This process's logical shards, one grain DataLoader iterator each, read in lockstep.
+
+    `next()` concatenates the shards' batches in shard order. The state is every shard's grain state.
+    """
+
+    def __init__(self, iterators: list):
+        self._iterators = iterators
+
+    def __iter__(self) -> ShardLoaders:
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        batches = [next(it) for it in self._iterators]
+        return {key: np.concatenate([b[key] for b in batches], axis=0) for key in batches[0]}
+
+    def get_state(self) -> bytes:
+        return json.dumps([it.get_state().decode("utf-8") for it in self._iterators]).encode("utf-8")
+
+    def set_state(self, state: bytes) -> None:
+        states = json.loads(state.decode("utf-8"))
+        if len(states) != len(self._iterators):
+            raise ValueError(f"data iterator state holds {len(states)} shards, this process reads "
+                             f"{len(self._iterators)}: config.data.num_shards must not change on resume")
+        for it, shard_state in zip(self._iterators, states):
+            it.set_state(shard_state.encode("utf-8"))
+
+    def start_prefetch(self) -> None:
+        for it in self._iterators:
+            if hasattr(it, "start_prefetch"):
+                it.start_prefetch()
+
+
+def process_shards(num_shards: int | None) -> list[grain.sharding.ShardOptions]:
+    """The logical shards this JAX process reads (see `num_shards` in the module docstring)."""
+    processes, index = jax.process_count(), jax.process_index()
+    num_shards = num_shards or processes
+    if num_shards % processes:
+        raise ValueError(f"config.num_shards={num_shards} must be a multiple of the {processes} JAX processes")
+    per_process = num_shards // processes
+    return [grain.sharding.ShardOptions(shard_index=index * per_process + i, shard_count=num_shards,
+                                        drop_remainder=True) for i in range(per_process)]
+
+
+def make_global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh, data_axis) -> dict[str, jax.Array]:
     """Assembles every process's local batch into global arrays sharded along `data_axis`.
 
     Args:
@@ -162,13 +213,15 @@ def make_global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh, data_axis:
 
 
 def roll_batch_by_one(mesh: Mesh, data_axis: str):
-    """A jitted x -> roll(x, 1, axis=0) for arrays sharded P(data_axis) over `mesh`.
+    """A jitted x -> roll(x, 1, axis=0) for arrays sharded P(data_axis) over `mesh`
+    (`data_axis`: a mesh axis name or a tuple of them).
 
     out[i] = x[(i - 1) mod B]. Each shard passes its last row to the next shard (one ppermute)
     and shifts its own rows; `jnp.roll` itself cannot slice a dimension split over Explicit mesh
     axes. The result keeps the sharding NamedSharding(mesh, P(data_axis)).
     """
-    shard_count = mesh.shape[data_axis]
+    axes = data_axis if isinstance(data_axis, tuple) else (data_axis,)
+    shard_count = int(np.prod([mesh.shape[a] for a in axes]))
     to_next_shard = [(i, (i + 1) % shard_count) for i in range(shard_count)]
 
     def roll_local_rows(rows):
@@ -224,16 +277,17 @@ class GlobalBatchIterator:
 def create_iterator(
     config: ml_collections.ConfigDict,
     mesh: Mesh,
-    data_axis: str = "data",
-    shard_options: grain.sharding.ShardOptions | None = None,
+    data_axis="data",
+    shard_options: list[grain.sharding.ShardOptions] | None = None,
 ) -> GlobalBatchIterator:
     """The training input: global batches from `config` (see the module docstring).
 
     Args:
       config: input pipeline config (`default_config()` fields).
-      mesh: device mesh; the batch dimension is split over its `data_axis`.
-      data_axis: name of the mesh axis for data parallelism.
-      shard_options: which shard this process reads; default: one shard per JAX process.
+      mesh: device mesh; the batch dimension is split over `data_axis`.
+      data_axis: the mesh axis (or tuple of axes) the batch is split over.
+      shard_options: the logical shards this process reads; default: `process_shards(config.num_shards)`.
     """
-    shard_options = shard_options or grain.sharding.ShardByJaxProcess(drop_remainder=True)
-    return GlobalBatchIterator(iter(create_data_loader(config, shard_options)), mesh, data_axis)
+    shard_options = shard_options or process_shards(config.num_shards)
+    loaders = [iter(create_data_loader(config, options)) for options in shard_options]
+    return GlobalBatchIterator(ShardLoaders(loaders), mesh, data_axis)

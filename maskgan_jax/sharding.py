@@ -65,15 +65,15 @@ def _param_spec(shape: tuple[int, ...], fsdp_size: int) -> P:
     return P()
 
 
-def state_shardings(abstract_state: Any, mesh: Mesh) -> Any:
+def state_shardings(abstract_state: Any, mesh: Mesh, min_sharded_size: int = 2 ** 14) -> Any:
     """Shardings for a pytree of arrays (ShapeDtypeStructs): replicated, or fsdp-sharded when the mesh
-    has an fsdp axis of size > 1. Scalars and small vectors stay replicated."""
+    has an fsdp axis of size > 1. Tensors of fewer than `min_sharded_size` elements stay replicated."""
     fsdp_size = mesh.shape[FSDP_AXIS]
 
     def sharding(leaf):
         shape = tuple(getattr(leaf, "shape", ()))
-        # Sharding tiny tensors costs more in collectives than it saves in memory.
-        spec = _param_spec(shape, fsdp_size) if int(np.prod(shape, dtype=np.int64)) >= 2 ** 14 else P()
+        large = int(np.prod(shape, dtype=np.int64)) >= min_sharded_size
+        spec = _param_spec(shape, fsdp_size) if large else P()
         return NamedSharding(mesh, spec)
 
     return jax.tree_util.tree_map(sharding, abstract_state)

@@ -82,7 +82,7 @@ def learning_rate_schedule(phase: ml_collections.ConfigDict) -> optax.Schedule:
 
 def optimizer(phase: ml_collections.ConfigDict) -> optax.GradientTransformation:
     """Adam with the phase's betas and schedule; one instance per trained network."""
-    return optax.adam(learning_rate_schedule(phase), b1=phase.b1, b2=phase.b2)
+    return optax.adam(learning_rate_schedule(phase), b1=phase.b1, b2=phase.b2, eps=phase.eps)
 
 
 def example_inputs(config: ml_collections.ConfigDict, batch: int = 1) -> dict[str, jax.Array]:
@@ -117,14 +117,15 @@ def new_net_state(variables: dict[str, Any], tx: optax.GradientTransformation | 
                     batch_stats=variables.get("batch_stats", {}))
 
 
-def create_sharded(make: Callable[[], Any], mesh: jax.sharding.Mesh) -> tuple[Any, Any]:
+def create_sharded(make: Callable[[], Any], mesh: jax.sharding.Mesh, min_sharded_size: int) -> tuple[Any, Any]:
     """Runs `make` (a pure function of nothing, returning a pytree) directly into its shardings.
 
+    min_sharded_size: see `sharding.state_shardings` (config.mesh.fsdp_min_weight_size).
     Returns:
       (state, shardings): the materialised pytree and its NamedShardings.
     """
     abstract = jax.eval_shape(make)
-    shardings = sharding_lib.state_shardings(abstract, mesh)
+    shardings = sharding_lib.state_shardings(abstract, mesh, min_sharded_size)
     return jax.jit(make, out_shardings=shardings)(), shardings
 
 

@@ -101,7 +101,8 @@ def _fresh_state(name: str, networks: state_lib.Networks, config: ml_collections
                  tx, mesh) -> tuple[state_lib.NetState, Any]:
     rng = jax.random.fold_in(jax.random.key(config.seed), state_lib.NETWORKS.index(name))
     return state_lib.create_sharded(
-        lambda: state_lib.new_net_state(state_lib.init_variables(name, networks, config, rng), tx), mesh)
+        lambda: state_lib.new_net_state(state_lib.init_variables(name, networks, config, rng), tx), mesh,
+        config.mesh.fsdp_min_weight_size)
 
 
 def _source(name: str, phase: str, config: ml_collections.ConfigDict, workdir: Path) -> str | Path | None:
@@ -186,7 +187,8 @@ def train_phase(phase: str, config: ml_collections.ConfigDict, workdir: Path, me
     states, state_shardings = _initial_states(phase, networks, config, workdir, txs, mesh)
     guard = jax.device_put(steps_lib.Guard.create(), sharding_lib.replicated(mesh))
     guard_sharding = jax.tree_util.tree_map(lambda _: sharding_lib.replicated(mesh), guard)
-    iterator = input_pipeline.create_iterator(data_lib.pipeline_config(config, phase, workdir), mesh)
+    iterator = input_pipeline.create_iterator(data_lib.pipeline_config(config, phase, workdir), mesh,
+                                              sharding_lib.BATCH_AXES)
     start = 0
     if latest is not None:
         abstract = {n: state_lib.abstract_with_shardings(jax.eval_shape(lambda s=s: s), state_shardings[n])

@@ -219,7 +219,8 @@ def test_iterator_state_restores_exactly(data_dir, tmp_path):
                 np.testing.assert_array_equal(got[key], want[key])
     # The restore matters: a fresh iterator starts elsewhere in the stream.
     assert not np.array_equal(fresh_first["image"], expected[0]["image"])
-    assert json.loads(state)["last_seen_indices"]  # grain's DataLoader state, as bytes of JSON
+    # One grain DataLoader state (JSON text) per logical shard.
+    assert all(json.loads(shard)["last_seen_indices"] for shard in json.loads(state))
 
 
 def test_global_batch_over_four_devices(data_dir):
@@ -267,3 +268,30 @@ def test_config_errors(data_dir, overrides, shard_count, message):
     with pytest.raises(ValueError, match=message):
         input_pipeline.create_data_loader(make_config(data_dir, **overrides),
                                           grain.sharding.ShardOptions(0, shard_count, drop_remainder=True))
+
+
+def test_logical_shards_make_batches_independent_of_process_count(data_dir):
+    """One process reading shards 0 and 1 of 2 yields what two processes (one shard each) yield together."""
+    config = make_config(data_dir, batch_size=4, random_flip=True)
+    shards = [grain.sharding.ShardOptions(i, 2, drop_remainder=True) for i in (0, 1)]
+    one_process = input_pipeline.ShardLoaders(
+        [iter(input_pipeline.create_data_loader(config, s)) for s in shards])
+    per_process = [iter(input_pipeline.create_data_loader(config, s)) for s in shards]
+    for _ in range(3):
+        combined = next(one_process)
+        parts = [next(it) for it in per_process]
+        for key in ("image", "mask"):
+            np.testing.assert_array_equal(combined[key], np.concatenate([p[key] for p in parts]))
+    state = one_process.get_state()
+    expected = next(one_process)
+    restored = input_pipeline.ShardLoaders(
+        [iter(input_pipeline.create_data_loader(config, s)) for s in shards])
+    restored.set_state(state)
+    np.testing.assert_array_equal(next(restored)["image"], expected["image"])
+    with pytest.raises(ValueError, match="num_shards must not change"):
+        input_pipeline.ShardLoaders([iter(input_pipeline.create_data_loader(config, shards[0]))]).set_state(state)
+
+
+def test_process_shards_default_and_errors():
+    assert [s.shard_index for s in input_pipeline.process_shards(None)] == [0]
+    assert [(s.shard_index, s.shard_count) for s in input_pipeline.process_shards(4)] == [(0, 4), (1, 4), (2, 4), (3, 4)]

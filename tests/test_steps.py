@@ -1,0 +1,111 @@
+"""The jitted steps: sharded over 8 devices they equal the 1-device step; the non-finite guard."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import ebst
+from maskgan_jax import sharding as sharding_lib
+from maskgan_jax import state as state_lib
+from maskgan_jax import steps as steps_lib
+from maskgan_jax import train
+
+GLOBAL_BATCH = 8
+
+
+@pytest.fixture(scope="module")
+def config():
+    config = ebst.get_config("smoke")
+    config.data.global_batch_size = GLOBAL_BATCH
+    # Adam's first step is lr * sign(g): biases a normalisation cancels have gradients of float32 noise
+    # whose sign differs between reduction orders. A larger eps makes their update ~lr * g / eps instead.
+    for phase in ("maskvae", "dmn", "ebst"):
+        config.phases[phase].eps = 1e-3
+    return config
+
+
+@pytest.fixture(scope="module")
+def networks(config):
+    return state_lib.build_networks(config)
+
+
+def _batch(config, seed=0):
+    rng = np.random.default_rng(seed)
+    size = config.resolution
+    mask = rng.integers(0, config.num_classes, (GLOBAL_BATCH, size, size)).astype(np.int32)
+    return {"image": rng.uniform(-1, 1, (GLOBAL_BATCH, size, size, 3)).astype(np.float32),
+            "mask": mask, "mask_ref": np.roll(mask, 1, axis=0)}
+
+
+def _run_step(phase, config, networks, mesh, batch, step=3):
+    txs = {name: state_lib.optimizer(config.phases[phase]) for name in train.TRAINED[phase]}
+    states, shardings = {}, {}
+    for name in train.TRAINED[phase] + train.FROZEN[phase]:
+        tx = txs.get(name) or state_lib.optimizer(config.phases[phase])
+        states[name], shardings[name] = train._fresh_state(name, networks, config, tx, mesh)  # pylint: disable=protected-access
+    rep = sharding_lib.replicated(mesh)
+    guard = jax.device_put(steps_lib.Guard.create(), rep)
+    guard_sharding = jax.tree_util.tree_map(lambda _: rep, guard)
+    step_fns = train._compile_steps(phase, networks, config, txs, shardings, guard_sharding, mesh)  # pylint: disable=protected-access
+    batch = jax.device_put(batch, sharding_lib.batch_sharding(mesh))
+    metrics = {}
+    for fn in step_fns:
+        states, guard, m = fn(states, guard, batch, step, None)
+        metrics.update(m)
+    return jax.device_get((states, guard, metrics))
+
+
+# EBST runs stage 1 (the DMN step) and stage 2, so these two cover every step.
+@pytest.mark.parametrize("phase", ["maskvae", "ebst"])
+def test_step_on_8_devices_equals_1_device(phase, config, networks):
+    assert len(jax.devices()) >= 8, "conftest sets 8 host devices"
+    batch = _batch(config)
+    one = _run_step(phase, config, networks, sharding_lib.create_mesh(config.mesh, jax.devices()[:1]), batch)
+    eight = _run_step(phase, config, networks, sharding_lib.create_mesh(config.mesh, jax.devices()[:8]), batch)
+    for name in one[2]:
+        np.testing.assert_allclose(eight[2][name], one[2][name], rtol=2e-4, atol=1e-5, err_msg=name)
+    leaves_one = jax.tree_util.tree_leaves_with_path(one[0])
+    leaves_eight = jax.tree_util.tree_leaves(eight[0])
+    for (path, a), b in zip(leaves_one, leaves_eight):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=2e-6, err_msg=jax.tree_util.keystr(path))
+    assert int(one[1].first_bad_step) == -1
+
+
+def test_fsdp_mesh_shards_parameters_and_matches(config, networks):
+    config = config.copy_and_resolve_references()
+    config.mesh.data, config.mesh.fsdp, config.mesh.fsdp_min_weight_size = 2, 4, 256
+    mesh = sharding_lib.create_mesh(config.mesh, jax.devices()[:8])
+    fresh, shardings = train._fresh_state("generator", networks, config, state_lib.optimizer(config.phases.dmn), mesh)  # pylint: disable=protected-access
+    specs = {s.spec for s in jax.tree_util.tree_leaves(shardings)}
+    assert any("fsdp" in str(spec) for spec in specs), specs
+    del fresh
+    batch = _batch(config, seed=1)
+    one = _run_step("dmn", config, networks, sharding_lib.create_mesh(ebst.get_config("smoke").mesh, jax.devices()[:1]), batch)
+    sharded = _run_step("dmn", config, networks, mesh, batch)
+    for name in one[2]:
+        np.testing.assert_allclose(sharded[2][name], one[2][name], rtol=2e-4, atol=1e-5, err_msg=name)
+
+
+def test_guard_keeps_state_and_records_first_nonfinite_step(config, networks):
+    mesh = sharding_lib.create_mesh(config.mesh, jax.devices()[:1])
+    batch = _batch(config)
+    batch["image"][0, 0, 0, 0] = np.nan
+    tx = state_lib.optimizer(config.phases.dmn)
+    states = {}
+    shardings = {}
+    for name in ("generator", "discriminator"):
+        states[name], shardings[name] = train._fresh_state(name, networks, config, tx, mesh)  # pylint: disable=protected-access
+    before = jax.device_get(states)
+    rep = sharding_lib.replicated(mesh)
+    guard = jax.device_put(steps_lib.Guard.create(), rep)
+    step_fn = steps_lib.make_dmn_step(networks, config, tx, tx)
+    states, guard, metrics = jax.jit(step_fn)(states, guard, batch, 7, None)
+    assert int(guard.first_bad_step) == 7
+    bad = steps_lib.describe_bad_terms(int(guard.bad_terms), list(metrics))
+    assert "stage1/g_total" in bad and "stage1/g_grad_norm" in bad
+    for a, b in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(jax.device_get(states))):
+        np.testing.assert_array_equal(a, b)
+    # A later failure does not overwrite the first one.
+    _, guard, _ = jax.jit(step_fn)(states, guard, batch, 9, None)
+    assert int(guard.first_bad_step) == 7
