@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+QUICKSTART_DIR ?= workdir/quickstart
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | sha1sum | cut -c1-12)
 
 .PHONY: install test quickstart bench clean
@@ -17,11 +18,12 @@ $(STAMP): $(PY) setup.cfg pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 -q
+	$(PY) -m pytest -n 2 --dist loadfile -q
 
 quickstart: $(STAMP)
-	@echo "make quickstart: the end-to-end demo is not wired yet (the training issue fills it in)." >&2
-	@exit 1
+	$(PY) main.py --config=configs/ebst.py:quickstart --workdir=$(QUICKSTART_DIR)
+	$(PY) -m maskgan_jax.evaluate --workdir=$(QUICKSTART_DIR)
+	@echo "Image grids: $(QUICKSTART_DIR)/images  TensorBoard: $(QUICKSTART_DIR)/tensorboard"
 
 bench: $(STAMP)
 	$(PY) -m maskgan_jax.benchmarks.dmn_speed

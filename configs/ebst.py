@@ -13,6 +13,7 @@ Any field can be overridden on the command line, e.g. `--config.phases.dmn.num_s
 from __future__ import annotations
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 
 def _phase(num_steps: int, learning_rate: float, log_every: int, image_every: int,
@@ -45,17 +46,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # TFDS name `celebamask_hq/{scheme}_{resolution}`; built once with
         # `python -m tfds_celebamask.build --manual_dir=... --data_dir=...` (or by the run, below).
         name="celebamask_hq/official_512",
-        data_dir=None,  # None: TFDS's default (~/tensorflow_datasets)
+        data_dir=placeholder(str),  # None: TFDS's default (~/tensorflow_datasets)
         split="train",
         # Where the manual download lives; when set and the dataset is not built yet, the run builds it.
-        manual_dir=None,
+        manual_dir=placeholder(str),
         global_batch_size=8,
         shuffle_seed=0,
         random_flip=True,
         worker_count=0,  # grain worker processes per host (0: in the main process)
         # Logical data shards (None: one per process). Fix it to make runs on different numbers of
         # hosts see the same global batches (see maskgan_jax/input_pipeline.py).
-        num_shards=None,
+        num_shards=placeholder(int),
         # Synthetic faces written into the workdir when the dataset is absent (None: real data only).
         synthetic=None,
     ))
@@ -75,7 +76,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         lambda_percept=10.0,
         perceptual_layer_weights=(1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0),
         # Local .npz from `python -m maskgan_jax.convert_vgg19` (Keras h5 or torchvision weights).
-        vgg19_weights=None,
+        vgg19_weights=placeholder(str),
         # 'raw' feeds [-1, 1] images as the reference does; 'imagenet' normalises first.
         vgg_input_mode="raw",
         # Without weights: the full config stops with instructions; quickstart/smoke turn the term off.
@@ -92,7 +93,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     ))
     # Start a phase from checkpoints written elsewhere instead of the previous phase's last one:
     # a workdir or checkpoint directory per network (e.g. init_from.generator='/runs/dmn').
-    config.init_from = ml_collections.ConfigDict(dict(mask_vae=None, generator=None, discriminator=None))
+    config.init_from = ml_collections.ConfigDict(dict(
+        mask_vae=placeholder(str), generator=placeholder(str), discriminator=placeholder(str)))
 
     # --- checkpoints ----------------------------------------------------------------------------------
     config.checkpoint = ml_collections.ConfigDict(dict(keep_last=3, keep_every_steps=50_000))
@@ -142,7 +144,7 @@ def _quickstart(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 def _smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Every phase for a few steps at tiny sizes (tests, CI)."""
-    _synthetic_data(config, resolution=64, num_faces=24, batch_size=4)
+    _synthetic_data(config, resolution=64, num_faces=40, batch_size=8)
     config.model.generator = dict(ngf=4, n_downsample=2, n_blocks=1, encoder_widths=(4, 4, 8),
                                   n_encoder_deep=2)
     config.model.discriminator = dict(num_d=2, n_layers=2, ndf=4)

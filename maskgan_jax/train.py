@@ -163,7 +163,7 @@ def _check_guard(guard: steps_lib.Guard, metric_names: list[str], phase: str, ma
     terms = steps_lib.describe_bad_terms(int(jax.device_get(guard.bad_terms)), metric_names)
     latest = manager.latest_step()
     raise NonFiniteError(
-        f"phase {phase}: non-finite {', '.join(terms) or 'values'} at step {first_bad}; stopping. "
+        f"phase {phase}: non-finite {', '.join(terms) or 'values'} at step {first_bad + 1}; stopping. "
         f"The update of that step was not applied and nothing after it was saved; the last good "
         f"checkpoint is step {latest} in {ckpt.phase_directory(manager.directory.parent.parent, phase)}.")
 
@@ -260,6 +260,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     workdir.mkdir(parents=True, exist_ok=True)
     data_lib.prepare_dataset(config, workdir)
     mesh = sharding_lib.create_mesh(config.mesh)
+    if config.data.global_batch_size % mesh.size:
+        raise ValueError(f"config.data.global_batch_size={config.data.global_batch_size} must be a multiple of "
+                         f"the {mesh.size} devices of the mesh {dict(mesh.shape)}")
     networks = state_lib.build_networks(config)
     vgg_params = _vgg_params(config, mesh)
     stop = _StopRequest()

@@ -13,3 +13,28 @@ import jax  # noqa: E402
 
 # Tests run tiny shapes once each: compile time dominates, so skip most XLA optimisations.
 jax.config.update("jax_disable_most_optimizations", True)
+
+import pathlib  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def compilation_cache(tmp_path_factory) -> pathlib.Path:
+    """A persistent compilation cache shared by this session's runs and subprocesses (identical steps
+    compile once)."""
+    path = tmp_path_factory.mktemp("jax_cache")
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    return path
+
+
+@pytest.fixture(scope="session")
+def smoke_data_dir(tmp_path_factory) -> pathlib.Path:
+    """The smoke config's synthetic dataset, built once per session; returns its TFDS data_dir."""
+    from configs import ebst  # pylint: disable=import-outside-toplevel
+    from maskgan_jax import data  # pylint: disable=import-outside-toplevel
+
+    workdir = tmp_path_factory.mktemp("smoke_data")
+    data.prepare_dataset(ebst.get_config("smoke"), workdir)
+    return workdir / data.TFDS_FOLDER

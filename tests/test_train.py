@@ -1,0 +1,198 @@
+"""The training loop end to end on the smoke config: outputs, exact resume, the non-finite guard,
+SIGTERM, and a two-process run equal to a one-process run."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from configs import ebst
+from maskgan_jax import checkpoint as ckpt
+from maskgan_jax import state as state_lib
+from maskgan_jax import train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def smoke_config(data_dir):
+    config = ebst.get_config("smoke")
+    config.data.data_dir = str(data_dir)
+    return config
+
+
+def final_networks(workdir, phase, names):
+    """Every array of the named networks' final checkpoint of `phase`, as NumPy."""
+    manager = ckpt.create_manager(workdir, phase, ebst.get_config("smoke").checkpoint, 1)
+    step = manager.latest_step()
+    restored = manager.restore(step, args=ckpt.ocp.args.Composite(
+        **{n: ckpt.ocp.args.StandardRestore() for n in names}))
+    return step, {n: jax.tree_util.tree_map(np.asarray, dict(restored[n])) for n in names}
+
+
+def assert_trees_equal(a, b):
+    leaves_a, leaves_b = jax.tree_util.tree_leaves_with_path(a), jax.tree_util.tree_leaves(b)
+    assert len(leaves_a) == len(leaves_b)
+    for (path, x), y in zip(leaves_a, leaves_b):
+        np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
+
+
+def subprocess_env(compilation_cache, devices):
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["JAX_PLATFORMS"] = "cpu"
+    env["JAX_COMPILATION_CACHE_DIR"] = str(compilation_cache)
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
+    return env
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, smoke_data_dir, compilation_cache):
+    """`main.py --config=configs/ebst.py:smoke` end to end, uninterrupted."""
+    workdir = tmp_path_factory.mktemp("full_run")
+    # 8 devices, as the in-process runs below get from conftest.
+    result = subprocess.run(
+        [sys.executable, "main.py", "--config=configs/ebst.py:smoke", f"--workdir={workdir}",
+         f"--config.data.data_dir={smoke_data_dir}"],
+        cwd=REPO, env=subprocess_env(compilation_cache, 8), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return workdir
+
+
+def test_main_smoke_writes_checkpoints_events_and_grids(full_run):
+    for phase in train.PHASES:
+        assert (full_run / "checkpoints" / phase / "4").is_dir(), phase
+        assert list((full_run / "tensorboard" / phase).glob("events.out.tfevents.*")), phase
+        assert (full_run / "images" / f"{phase}_0000004.png").is_file(), phase
+    items = {p.name for p in (full_run / "checkpoints" / "ebst" / "4").iterdir()}
+    assert {"generator", "discriminator", "mask_vae", "blender", "progress", "data", "config"} <= items
+    assert ckpt.read_config(full_run, "ebst")["resolution"] == 64
+
+
+def test_resume_is_exact_in_every_phase(full_run, tmp_path, smoke_data_dir, compilation_cache, monkeypatch):
+    """Stopping once inside each phase and rerunning gives bit-identical networks to the full run."""
+    del compilation_cache
+    stops = {("maskvae", 2), ("dmn", 3), ("ebst", 1)}
+    current = {}
+
+    original_train_phase = train.train_phase
+
+    def tracking_train_phase(phase, *args, **kwargs):
+        current["phase"] = phase
+        return original_train_phase(phase, *args, **kwargs)
+
+    def requested(self, manager, step):
+        del self, manager
+        key = (current["phase"], step)
+        if key in stops:
+            stops.remove(key)
+            return True
+        return False
+
+    monkeypatch.setattr(train, "train_phase", tracking_train_phase)
+    monkeypatch.setattr(train._StopRequest, "requested", requested)  # pylint: disable=protected-access
+    config = smoke_config(smoke_data_dir)
+    runs = 0
+    while True:
+        results = train.train_and_evaluate(config, tmp_path)
+        runs += 1
+        if not any(r.preempted for r in results):
+            break
+        assert runs < 6
+    assert runs == 4 and not stops
+    for phase, names in (("maskvae", ["mask_vae"]), ("dmn", ["generator", "discriminator"]),
+                         ("ebst", ["generator", "discriminator", "blender", "mask_vae"])):
+        step_full, full = final_networks(full_run, phase, names)
+        step_resumed, resumed = final_networks(tmp_path, phase, names)
+        assert step_full == step_resumed == 4
+        assert_trees_equal(full, resumed)
+
+
+def test_nonfinite_guard_stops_and_keeps_last_good_checkpoint(tmp_path, smoke_data_dir, monkeypatch):
+    config = smoke_config(smoke_data_dir)
+    config.phases.maskvae.num_steps = 0
+    config.phases.ebst.num_steps = 0
+    config.phases.dmn.checkpoint_every_steps = 2
+    original = train.input_pipeline.create_iterator
+
+    class PoisonedIterator:
+        """The real iterator, with NaN images in its third batch (after the checkpoint at step 2)."""
+
+        def __init__(self, iterator):
+            self.iterator, self.index = iterator, 0
+            self.get_state, self.set_state = iterator.get_state, iterator.set_state
+
+        def __next__(self):
+            batch, self.index = next(self.iterator), self.index + 1
+            return dict(batch, image=batch["image"] * np.nan) if self.index == 3 else batch
+
+    def poisoned_iterator(*args, **kwargs):
+        return PoisonedIterator(original(*args, **kwargs))
+
+    monkeypatch.setattr(train.input_pipeline, "create_iterator", poisoned_iterator)
+    with pytest.raises(train.NonFiniteError, match=r"phase dmn: non-finite .*stage1/g_total.* at step 3.*"
+                                                   r"last good checkpoint is step 2"):
+        train.train_and_evaluate(config, tmp_path)
+    manager = ckpt.create_manager(tmp_path, "dmn", config.checkpoint, 2)
+    assert manager.all_steps() == [2]
+    template = jax.eval_shape(lambda: train._fresh_state(  # pylint: disable=protected-access
+        "generator", state_lib.build_networks(config), config, state_lib.optimizer(config.phases.dmn),
+        train.sharding_lib.create_mesh(config.mesh))[0])
+    restored = ckpt.restore_network(tmp_path, "generator", template, "dmn")
+    assert all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(restored))
+
+
+def test_sigterm_saves_a_restorable_checkpoint_and_exits_0(tmp_path, smoke_data_dir, compilation_cache):
+    args = [sys.executable, "main.py", "--config=configs/ebst.py:smoke", f"--workdir={tmp_path}",
+            f"--config.data.data_dir={smoke_data_dir}", "--config.phases.maskvae.num_steps=100000",
+            "--config.phases.maskvae.checkpoint_every_steps=1000000"]
+    process = subprocess.Popen(args, cwd=REPO, env=subprocess_env(compilation_cache, 1),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    events = tmp_path / "tensorboard" / "maskvae"
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(events.glob("events.out.tfevents.*")) and process.poll() is None:
+        time.sleep(0.5)
+    time.sleep(5)  # let it take a few steps
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-3000:]
+    manager = ckpt.create_manager(tmp_path, "maskvae", ebst.get_config("smoke").checkpoint, 1000000)
+    step = manager.latest_step()
+    assert step is not None and 0 < step < 100000
+    restored = manager.restore(step, args=ckpt.ocp.args.Composite(mask_vae=ckpt.ocp.args.StandardRestore()))
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(dict(restored["mask_vae"])))
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_equal_one_process(tmp_path, smoke_data_dir, compilation_cache):
+    """2 processes x 2 CPU devices finish with the same networks as 1 process x 4 devices."""
+    common = ["--config=configs/ebst.py:smoke", f"--config.data.data_dir={smoke_data_dir}",
+              "--config.data.num_shards=2"]
+    one = subprocess.Popen([sys.executable, "main.py", *common, f"--workdir={tmp_path / 'one'}"], cwd=REPO,
+                           env=subprocess_env(compilation_cache, 4), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)
+    port = _free_port()
+    two = [subprocess.Popen([sys.executable, "main.py", *common, f"--workdir={tmp_path / 'two'}",
+                             f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
+                            cwd=REPO, env=subprocess_env(compilation_cache, 2), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for process in [one, *two]:
+        _, stderr = process.communicate(timeout=900)
+        assert process.returncode == 0, stderr[-3000:]
+    names = ["generator", "discriminator", "blender", "mask_vae"]
+    _, single = final_networks(tmp_path / "one", "ebst", names)
+    _, multi = final_networks(tmp_path / "two", "ebst", names)
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(single), jax.tree_util.tree_leaves(multi)):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5, err_msg=jax.tree_util.keystr(path))
