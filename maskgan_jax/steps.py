@@ -99,7 +99,7 @@ def make_maskvae_step(networks: Networks, config: ml_collections.ConfigDict,
 
         (total, (terms, accuracy, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         new = {**states, "mask_vae": _apply_gradients(state, grads, tx, batch_stats)}
-        metrics = {"mask_vae/total": total, "mask_vae/grad_norm": optax.global_norm(grads),
+        metrics = {"mask_vae/total": total, "mask_vae/grad_norm": optax.tree.norm(grads),
                    "mask_vae/pixel_accuracy": accuracy, **{f"mask_vae/{k}": v for k, v in terms.items()}}
         states, guard = _guarded(states, new, guard, metrics, step)
         return states, guard, metrics
@@ -175,8 +175,8 @@ def make_dmn_step(networks: Networks, config: ml_collections.ConfigDict, g_tx: o
                "generator": _apply_gradients(states["generator"], g_grads, g_tx),
                "discriminator": _apply_gradients(states["discriminator"], d_grads, d_tx)}
         metrics = {"stage1/g_total": g_total, "stage1/d_total": d_total,
-                   "stage1/g_grad_norm": optax.global_norm(g_grads),
-                   "stage1/d_grad_norm": optax.global_norm(d_grads),
+                   "stage1/g_grad_norm": optax.tree.norm(g_grads),
+                   "stage1/d_grad_norm": optax.tree.norm(d_grads),
                    "stage1/l1_reconstruction": jnp.mean(jnp.abs(fake - image)),
                    **{f"stage1/{k}": v for k, v in g_terms.items()}}
         states, guard = _guarded(states, new, guard, metrics, step)
@@ -252,9 +252,9 @@ def make_ebst_stage2_step(networks: Networks, config: ml_collections.ConfigDict,
                "blender": _apply_gradients(states["blender"], b_grads, b_tx),
                "discriminator": _apply_gradients(states["discriminator"], d_grads, d_tx)}
         metrics = {"stage2/gb_total": gb_total, "stage2/d_total": d_total,
-                   "stage2/g_grad_norm": optax.global_norm(g_grads),
-                   "stage2/b_grad_norm": optax.global_norm(b_grads),
-                   "stage2/d_grad_norm": optax.global_norm(d_grads),
+                   "stage2/g_grad_norm": optax.tree.norm(g_grads),
+                   "stage2/b_grad_norm": optax.tree.norm(b_grads),
+                   "stage2/d_grad_norm": optax.tree.norm(d_grads),
                    "stage2/inter_changed_fraction": jnp.mean((inter != batch["mask"]).astype(jnp.float32)),
                    "stage2/l1_blend": jnp.mean(jnp.abs(blend - image)),
                    **{f"stage2/{k}": v for k, v in terms.items()}}
