@@ -81,6 +81,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         vgg_input_mode="raw",
         # Without weights: the full config stops with instructions; quickstart/smoke turn the term off.
         require_vgg19=True,
+        # L1 to the target image: not in the paper (0 there); the quickstart uses it in place of the
+        # perceptual term, since no VGG19 weights ship with the code.
+        lambda_l1=0.0,
         lambda_kl=1e-5,
         lambda_inter=2.5,
     ))
@@ -134,6 +137,7 @@ def _quickstart(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config.model.discriminator = dict(num_d=2, n_layers=3, ndf=16)
     config.model.mask_vae = dict(latent_dim=128, base_width=16, max_width=256)
     config.model.blender = dict(ngf=8, n_downsample=2, n_blocks=2)
+    config.loss.lambda_l1 = 10.0
     config.phases.maskvae = _phase(600, 1e-3, 50, 300, 300)
     config.phases.dmn = _phase(1_500, 5e-4, 50, 250, 500)
     config.phases.ebst = _phase(400, 2e-4, 50, 100, 200)

@@ -117,7 +117,8 @@ def _pair(mask_onehot: jax.Array, image: jax.Array) -> jax.Array:
 
 def _generator_terms(networks: Networks, config: ml_collections.ConfigDict, d_params: Any, condition: jax.Array,
                      real: jax.Array, fake: jax.Array, vgg_params: Any) -> dict[str, jax.Array]:
-    """Section 3's objective terms for G (before weighting): adversarial, feature matching, perceptual.
+    """Section 3's objective terms for G (before weighting): adversarial, feature matching, perceptual
+    (when VGG19 weights are given), and L1 to the target (when config.loss.lambda_l1 > 0).
 
     condition: one-hot mask (N,H,W,C) the images should follow; real/fake: (N,H,W,3) in [-1, 1].
     """
@@ -128,6 +129,8 @@ def _generator_terms(networks: Networks, config: ml_collections.ConfigDict, d_pa
         "adversarial": losses.lsgan_generator_loss(fake_outputs),
         "feature_matching": losses.feature_matching_loss(real_outputs, fake_outputs, d.num_d, d.n_layers),
     }
+    if config.loss.lambda_l1:
+        terms["l1"] = losses.l1(fake, real)
     if vgg_params is not None:
         vgg = VGG19Features(input_mode=config.loss.vgg_input_mode, dtype=networks.generator.dtype)
         terms["perceptual"] = losses.vgg_perceptual_loss(vgg_params, real, fake, vgg=vgg,
@@ -137,7 +140,7 @@ def _generator_terms(networks: Networks, config: ml_collections.ConfigDict, d_pa
 
 def _weighted_total(terms: dict[str, jax.Array], loss_config: ml_collections.ConfigDict) -> jax.Array:
     weights = {"adversarial": 1.0, "feature_matching": loss_config.lambda_feat,
-               "perceptual": loss_config.lambda_percept}
+               "perceptual": loss_config.lambda_percept, "l1": loss_config.lambda_l1}
     return sum(weights[name] * value for name, value in terms.items())
 
 
