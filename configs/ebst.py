@@ -139,8 +139,8 @@ def _quickstart(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config.model.blender = dict(ngf=8, n_downsample=2, n_blocks=2)
     config.loss.lambda_l1 = 10.0
     config.phases.maskvae = _phase(600, 1e-3, 50, 300, 300)
-    config.phases.dmn = _phase(1_500, 5e-4, 50, 250, 500)
-    config.phases.ebst = _phase(400, 2e-4, 50, 100, 200)
+    config.phases.dmn = _phase(1_000, 5e-4, 50, 250, 500)
+    config.phases.ebst = _phase(200, 2e-4, 25, 100, 100)
     config.checkpoint = ml_collections.ConfigDict(dict(keep_last=2, keep_every_steps=0))
     config.profile_steps = 0
     return config
