@@ -9,8 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from maskgan_jax.models.layers import (Dtype, ReflectConv, UpConv, conv_kernel_init, instance_norm,
-                                       reflect_pad)
+from maskgan_jax.models.layers import Conv2D, Dtype, ReflectConv, UpConv, instance_norm, reflect_pad
 
 
 class Pix2PixHDEncoder(nn.Module):
@@ -25,12 +24,11 @@ class Pix2PixHDEncoder(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """(N, H, W, Cin) -> (N, H / 2^n, W / 2^n, ngf * 2^n)."""
-        x = nn.Conv(self.ngf, (7, 7), padding="VALID", kernel_init=conv_kernel_init, dtype=self.dtype,
-                    name="model_1")(reflect_pad(x, 3))
+        x = Conv2D(self.ngf, 7, dtype=self.dtype, name="model_1")(reflect_pad(x, 3))
         x = nn.relu(instance_norm(x))
         for i in range(self.n_downsample):
-            x = nn.Conv(self.ngf * 2 ** (i + 1), (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
-                        kernel_init=conv_kernel_init, dtype=self.dtype, name=f"model_{4 + 3 * i}")(x)
+            x = Conv2D(self.ngf * 2 ** (i + 1), 3, strides=2, padding=1, dtype=self.dtype,
+                       name=f"model_{4 + 3 * i}")(x)
             x = nn.relu(instance_norm(x))
         return x
 
@@ -57,9 +55,7 @@ class Pix2PixHDDecoder(nn.Module):
             x = UpConv(width, dtype=self.dtype, name=f"model_{self.first_index + 3 * i}")(x)
             x = nn.relu(instance_norm(x))
         last = self.first_index + 3 * self.n_upsample + 1
-        return nn.Conv(self.out_channels, (7, 7), padding="VALID", kernel_init=conv_kernel_init,
-                       dtype=self.dtype, name=f"model_{last}")(
-                           reflect_pad(x, 3))
+        return Conv2D(self.out_channels, 7, dtype=self.dtype, name=f"model_{last}")(reflect_pad(x, 3))
 
 
 class ResnetBlock(nn.Module):
