@@ -95,7 +95,8 @@ def _fast_and_plain(name, dtype=jnp.float32):
     for forms in ("fast", "plain"):
         with layers.layer_forms(forms):
             # A fresh function per form: the forms are read when JAX traces.
-            results[forms] = jax.jit(lambda a, b: _value_and_vjp(fn, a, b))(jnp.asarray(x, dtype), jnp.asarray(k, dtype))
+            step = jax.jit(lambda a, b: _value_and_vjp(fn, a, b))
+            results[forms] = step(jnp.asarray(x, dtype), jnp.asarray(k, dtype))
     return results["fast"], results["plain"]
 
 

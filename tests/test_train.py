@@ -153,16 +153,18 @@ def test_sigterm_saves_a_restorable_checkpoint_and_exits_0(tmp_path, smoke_data_
     args = [sys.executable, "main.py", "--config=configs/ebst.py:smoke", f"--workdir={tmp_path}",
             f"--config.data.data_dir={smoke_data_dir}", "--config.phases.maskvae.num_steps=100000",
             "--config.phases.maskvae.checkpoint_every_steps=1000000"]
+    log = open(tmp_path / "run.log", "w")  # noqa: SIM115  (a pipe nobody reads could fill and block it)
     process = subprocess.Popen(args, cwd=REPO, env=subprocess_env(compilation_cache, 1),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.DEVNULL, stderr=log)
     events = tmp_path / "tensorboard" / "maskvae"
     deadline = time.time() + 300
     while time.time() < deadline and not list(events.glob("events.out.tfevents.*")) and process.poll() is None:
         time.sleep(0.5)
     time.sleep(5)  # let it take a few steps
     process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=300)
-    assert process.returncode == 0, stderr[-3000:]
+    process.wait(timeout=300)
+    log.close()
+    assert process.returncode == 0, (tmp_path / "run.log").read_text()[-3000:]
     manager = ckpt.create_manager(tmp_path, "maskvae", ebst.get_config("smoke").checkpoint, 1000000)
     step = manager.latest_step()
     assert step is not None and 0 < step < 100000
@@ -180,17 +182,20 @@ def test_two_processes_equal_one_process(tmp_path, smoke_data_dir, compilation_c
     """2 processes x 2 CPU devices finish with the same networks as 1 process x 4 devices."""
     common = ["--config=configs/ebst.py:smoke", f"--config.data.data_dir={smoke_data_dir}",
               "--config.data.num_shards=2"]
+    # Logs go to files: a full stderr pipe would block one process mid-collective and hang both.
+    logs = {name: open(tmp_path / f"{name}.log", "w") for name in ("one", "two_0", "two_1")}  # noqa: SIM115
     one = subprocess.Popen([sys.executable, "main.py", *common, f"--workdir={tmp_path / 'one'}"], cwd=REPO,
                            env=subprocess_env(compilation_cache, 4), stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE, text=True)
+                           stderr=logs["one"])
     port = _free_port()
     two = [subprocess.Popen([sys.executable, "main.py", *common, f"--workdir={tmp_path / 'two'}",
                              f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
                             cwd=REPO, env=subprocess_env(compilation_cache, 2), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True) for i in range(2)]
-    for process in [one, *two]:
-        _, stderr = process.communicate(timeout=900)
-        assert process.returncode == 0, stderr[-3000:]
+                            stderr=logs[f"two_{i}"]) for i in range(2)]
+    for name, process in zip(("one", "two_0", "two_1"), [one, *two]):
+        process.wait(timeout=900)
+        logs[name].close()
+        assert process.returncode == 0, (tmp_path / f"{name}.log").read_text()[-3000:]
     names = ["generator", "discriminator", "blender", "mask_vae"]
     _, single = final_networks(tmp_path / "one", "ebst", names)
     _, multi = final_networks(tmp_path / "two", "ebst", names)

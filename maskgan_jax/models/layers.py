@@ -54,7 +54,8 @@ _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 # Choice of computational form.
 
 LAYER_FORMS = ("fast", "plain", "stock")
-_FORMS: contextvars.ContextVar[str] = contextvars.ContextVar("maskgan_jax_layer_forms", default="fast")
+# None: chosen by backend (see current_layer_forms).
+_FORMS: contextvars.ContextVar[str | None] = contextvars.ContextVar("maskgan_jax_layer_forms", default=None)
 
 
 @contextlib.contextmanager
@@ -77,12 +78,19 @@ def layer_forms(forms: str) -> Iterator[None]:
 
 
 def current_layer_forms() -> str:
-    """The forms in effect for tracing now: one of LAYER_FORMS."""
-    return _FORMS.get()
+    """The forms in effect for tracing now: one of LAYER_FORMS.
+
+    Outside a `layer_forms` context: "fast" on CPU, where the custom forms are 1.5-20x faster, and
+    "plain" elsewhere, where cuDNN/TPU convolutions and their autodiff transposes are already fast.
+    """
+    forms = _FORMS.get()
+    if forms is None:
+        forms = "fast" if jax.default_backend() == "cpu" else "plain"
+    return forms
 
 
 def _fast() -> bool:
-    return _FORMS.get() == "fast"
+    return current_layer_forms() == "fast"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -682,7 +690,7 @@ def upsample_conv_transpose(x: jax.Array, kernel: jax.Array, bias: jax.Array | N
     Returns:
       (N, 2H, 2W, Cout) in the promoted dtype of x and kernel.
     """
-    forms = _FORMS.get()
+    forms = current_layer_forms()
     if forms == "stock":
         # The op flax's nn.ConvTranspose calls (an lhs-dilated conv); PyTorch's layer is this with the
         # spatially flipped kernel and padding (1, 2) of the dilated input.
