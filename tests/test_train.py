@@ -28,12 +28,19 @@ def smoke_config(data_dir):
 
 
 def final_networks(workdir, phase, names):
-    """Every array of the named networks' final checkpoint of `phase`, as NumPy."""
-    manager = ckpt.create_manager(workdir, phase, ebst.get_config("smoke").checkpoint, 1)
-    step = manager.latest_step()
-    restored = manager.restore(step, args=ckpt.ocp.args.Composite(
-        **{n: ckpt.ocp.args.StandardRestore() for n in names}))
-    return step, {n: jax.tree_util.tree_map(np.asarray, dict(restored[n])) for n in names}
+    """Every array of the named networks' final checkpoint of `phase`, as NumPy, restored onto this
+    process's first device whatever mesh wrote it (orbax needs a target with shardings for that)."""
+    directory, step = ckpt.find_latest(workdir, phase)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    networks = {}
+    with ckpt.ocp.StandardCheckpointer() as checkpointer:
+        for name in names:
+            metadata = checkpointer.metadata(directory / str(step) / name).item_metadata
+            target = jax.tree_util.tree_map(
+                lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
+            restored = checkpointer.restore(directory / str(step) / name, target)
+            networks[name] = jax.tree_util.tree_map(np.asarray, restored)
+    return step, networks
 
 
 def assert_trees_equal(a, b):
