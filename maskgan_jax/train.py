@@ -161,6 +161,9 @@ def _check_guard(guard: steps_lib.Guard, metric_names: list[str], phase: str, ma
     if first_bad < 0:
         return
     terms = steps_lib.describe_bad_terms(int(jax.device_get(guard.bad_terms)), metric_names)
+    # An earlier asynchronous save may still be in flight: finish it so the last good checkpoint is
+    # complete on disk (not a temporary directory a later run would clean up) before stopping.
+    ckpt.wait(manager)
     latest = manager.latest_step()
     raise NonFiniteError(
         f"phase {phase}: non-finite {', '.join(terms) or 'values'} at step {first_bad + 1}; stopping. "
@@ -212,32 +215,35 @@ def train_phase(phase: str, config: ml_collections.ConfigDict, workdir: Path, me
     preview_fn = previews.make_preview_fn(phase, networks, config, mesh)
 
     metrics, host_metrics, preempted, step = {}, {}, False, start
-    for step in range(start, num_steps):
-        batch = next(iterator)
-        for step_fn in step_fns:
-            states, guard, stage_metrics = step_fn(states, guard, batch, step, vgg_params)
-            metrics.update(stage_metrics)
-        done = step + 1
-        for hook in hooks:
-            hook(done)
-        is_last = done == num_steps
-        if done % phase_config.log_every_steps == 0 or is_last:
-            _check_guard(guard, list(metrics), phase, manager)
-            host_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            writer.write_scalars(done, {**host_metrics, **_lr_metrics(phase, config, step)})
-        if done % phase_config.image_every_steps == 0 or is_last:
-            grid = np.asarray(jax.device_get(preview_fn(states, batch)))
-            writer.write_images(done, {f"{phase}/grid": grid[None]})
-            if is_lead:
-                previews.save_png(grid, workdir / "images" / f"{phase}_{done:07d}.png")
-        preempted = stop.requested(manager, done)
-        if preempted or manager.should_save(done) or is_last:
-            _check_guard(guard, list(metrics), phase, manager)
-            ckpt.save(manager, done, states, guard, iterator, config, force=preempted or is_last)
-        if preempted:
-            logging.warning("phase %s: stop requested; saved step %d", phase, done)
-            break
-    ckpt.wait(manager)
+    # Whatever ends the loop (the last step, a stop request, an error), pending saves finish first.
+    try:
+        for step in range(start, num_steps):
+            batch = next(iterator)
+            for step_fn in step_fns:
+                states, guard, stage_metrics = step_fn(states, guard, batch, step, vgg_params)
+                metrics.update(stage_metrics)
+            done = step + 1
+            for hook in hooks:
+                hook(done)
+            is_last = done == num_steps
+            if done % phase_config.log_every_steps == 0 or is_last:
+                _check_guard(guard, list(metrics), phase, manager)
+                host_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                writer.write_scalars(done, {**host_metrics, **_lr_metrics(phase, config, step)})
+            if done % phase_config.image_every_steps == 0 or is_last:
+                grid = np.asarray(jax.device_get(preview_fn(states, batch)))
+                writer.write_images(done, {f"{phase}/grid": grid[None]})
+                if is_lead:
+                    previews.save_png(grid, workdir / "images" / f"{phase}_{done:07d}.png")
+            preempted = stop.requested(manager, done)
+            if preempted or manager.should_save(done) or is_last:
+                _check_guard(guard, list(metrics), phase, manager)
+                ckpt.save(manager, done, states, guard, iterator, config, force=preempted or is_last)
+            if preempted:
+                logging.warning("phase %s: stop requested; saved step %d", phase, done)
+                break
+    finally:
+        ckpt.wait(manager)
     writer.flush()
     return PhaseResult(phase, step + 1 if num_steps > start else start, preempted, host_metrics)
 
