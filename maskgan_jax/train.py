@@ -67,10 +67,14 @@ class _StopRequest:
             signal.signal(signal.SIGTERM, self._previous)
             self._previous = None
 
-    def requested(self, manager, step: int) -> bool:
+    def requested(self, manager, step: int, poll_all_processes: bool) -> bool:
+        """Whether to save and stop after `step`. Multi-process runs must agree: Orbax's preemption
+        sync point covers notices JAX relays; a SIGTERM seen by only some processes is shared through a
+        collective that every process runs at the same steps (those with `poll_all_processes`)."""
         if jax.process_count() > 1:
-            # All processes must agree on the step; JAX's coordination service relays SIGTERM.
-            return manager.reached_preemption(step) or self._event.is_set() and _any_process(True)
+            if manager.reached_preemption(step):
+                return True
+            return poll_all_processes and _any_process(self._event.is_set())
         return self._event.is_set()
 
 
@@ -235,7 +239,7 @@ def train_phase(phase: str, config: ml_collections.ConfigDict, workdir: Path, me
                 writer.write_images(done, {f"{phase}/grid": grid[None]})
                 if is_lead:
                     previews.save_png(grid, workdir / "images" / f"{phase}_{done:07d}.png")
-            preempted = stop.requested(manager, done)
+            preempted = stop.requested(manager, done, poll_all_processes=done % phase_config.log_every_steps == 0)
             if preempted or manager.should_save(done) or is_last:
                 _check_guard(guard, list(metrics), phase, manager)
                 ckpt.save(manager, done, states, guard, iterator, config, force=preempted or is_last)
