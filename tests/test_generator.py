@@ -23,11 +23,8 @@ def abstract_inputs(size, batch=1):
 
 
 def he_init(params, seed=0):
-    """Re-draws every kernel from N(0, 2 / fan_in) and biases from N(0, 0.1).
-
-    The reference's N(0, 0.02) init makes the style path's output ~1e-8 at step 0 (AdaIN scales used as
-    given are then ~0), which would hide wiring errors; He-scaled weights, as in the fixture, do not.
-    """
+    """Re-draws every kernel from N(0, 2 / fan_in) and biases from N(0, 0.1): every path, biases included,
+    then carries signal, as in the fixture, so wiring errors show."""
     leaves, treedef = jax.tree_util.tree_flatten(params)
     keys = jax.random.split(jax.random.key(seed), len(leaves))
     def draw(key, leaf):
@@ -89,6 +86,22 @@ def test_dmn_small_forward_in_range_and_depends_on_all_inputs():
     # Style comes from (image_t, mask_t), layout from mask_src: changing any of them changes the output.
     for changed in ((-image, mask_t, mask_src), (image, mask_src, mask_src), (image, mask_t, mask_t)):
         assert float(jnp.max(jnp.abs(module.apply(variables, *changed) - out))) > 1e-4
+
+
+def test_dmn_initial_output_depends_on_the_style_image():
+    """With the module's own init the style reaches the output from step 0: the encoders and SFT layers
+    (no normalisation) use He init. With N(0, 0.02) there the output moved by ~1e-7 when the style image
+    changed and the AdaIN residual blocks got no gradient."""
+    module = DenseMappingNetwork(**SMALL_DMN)
+    image, mask_t, mask_src = small_inputs()
+    params = module.init(jax.random.key(0), image, mask_t, mask_src)["params"]
+    out = module.apply({"params": params}, image, mask_t, mask_src)
+    other_style = module.apply({"params": params}, image[::-1], mask_t[::-1], mask_src)
+    assert float(jnp.mean(jnp.abs(other_style - out))) > 1e-2
+    grads = jax.grad(lambda p: jnp.mean(module.apply({"params": p}, image, mask_t, mask_src) ** 2))(params)
+    first_block = 1 + 3 * (SMALL_DMN["n_downsample"] + 1)
+    block_kernel = grads[f"model_{first_block}"]["conv_block_0"]["conv"]["kernel"]
+    assert float(jnp.max(jnp.abs(block_kernel))) > 1e-4
 
 
 def test_dmn_rejects_masks_with_wrong_class_count():

@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from maskgan_jax.models.layers import SFT, Dtype, ReflectConv, adain, conv_kernel_init
+from maskgan_jax.models.layers import SFT, Dtype, ReflectConv, adain, encoder_kernel_init
 from maskgan_jax.models.pix2pixhd import Pix2PixHDDecoder, Pix2PixHDEncoder
 
 
@@ -56,7 +56,8 @@ class LabelEncoder(nn.Module):
     @nn.compact
     def __call__(self, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
         """mask: (N, H, W, num_classes) one-hot -> fea1 (N, H/4, W/4, C), fea2 (N, H/4/2^n_deep, ..., C)."""
-        conv = lambda f, k, s, p, name: ReflectConv(f, k, s, p, dtype=self.dtype, name=name)  # noqa: E731
+        conv = lambda f, k, s, p, name: ReflectConv(f, k, s, p, kernel_init=encoder_kernel_init,  # noqa: E731
+                                                    dtype=self.dtype, name=name)
         x = nn.relu(conv(self.widths[0], 7, 1, 3, "model_0")(mask))
         x = nn.relu(conv(self.widths[1], 4, 2, 1, "model_1")(x))
         fea1 = conv(self.widths[2], 4, 2, 1, "model_2")(x)
@@ -85,7 +86,8 @@ class StyleEncoder(nn.Module):
     @nn.compact
     def __call__(self, image: jax.Array, fea1: jax.Array, fea2: jax.Array) -> jax.Array:
         """image (N, H, W, 3) in [-1, 1]; fea1, fea2 from LabelEncoder -> style (N, out_dim)."""
-        conv = lambda f, k, s, p, name: ReflectConv(f, k, s, p, dtype=self.dtype, name=name)  # noqa: E731
+        conv = lambda f, k, s, p, name: ReflectConv(f, k, s, p, kernel_init=encoder_kernel_init,  # noqa: E731
+                                                    dtype=self.dtype, name=name)
         x = nn.relu(conv(self.widths[0], 7, 1, 3, "model_0")(image))
         x = nn.relu(conv(self.widths[1], 4, 2, 1, "model_1")(x))
         x = nn.relu(conv(self.widths[2], 4, 2, 1, "model_2")(x))
@@ -94,7 +96,7 @@ class StyleEncoder(nn.Module):
             x = nn.relu(conv(self.widths[2], 4, 2, 1, f"model_middle_{i}")(x))
         x = SFT(self.widths[2], dtype=self.dtype, name="sft2")(x, fea2)
         pooled = jnp.mean(x.astype(jnp.float32), axis=(1, 2), keepdims=True).astype(x.dtype)
-        style = nn.Conv(self.out_dim, (1, 1), kernel_init=conv_kernel_init, dtype=self.dtype,
+        style = nn.Conv(self.out_dim, (1, 1), kernel_init=encoder_kernel_init, dtype=self.dtype,
                         name="model_last_1")(pooled)
         return style[:, 0, 0, :]
 
