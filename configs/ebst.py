@@ -64,7 +64,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # --- networks (constructor fields; defaults are the reference sizes) ------------------------------
     config.model = ml_collections.ConfigDict(dict(
         compute_dtype="float32",  # or "bfloat16": float32 parameters and norm statistics either way
-        generator=dict(ngf=64, n_downsample=4, n_blocks=4, encoder_widths=(16, 32, 64), n_encoder_deep=3),
+        # encoder_init: "he", or "reference" (N(0, 0.02)): see DenseMappingNetwork.encoder_init.
+        generator=dict(ngf=64, n_downsample=4, n_blocks=4, encoder_widths=(16, 32, 64), n_encoder_deep=3,
+                       encoder_init="he"),
         discriminator=dict(num_d=2, n_layers=3, ndf=64),
         mask_vae=dict(latent_dim=1024, base_width=32, max_width=2048),
         blender=dict(ngf=32, n_downsample=3, n_blocks=3),
@@ -133,7 +135,7 @@ def _quickstart(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Synthetic faces at 64x64 and small widths: the whole pipeline on a laptop CPU in minutes."""
     _synthetic_data(config, resolution=64, num_faces=2_000, batch_size=8)
     config.model.generator = dict(ngf=16, n_downsample=3, n_blocks=2, encoder_widths=(16, 32, 64),
-                                  n_encoder_deep=3)
+                                  n_encoder_deep=3, encoder_init="he")
     config.model.discriminator = dict(num_d=2, n_layers=3, ndf=16)
     config.model.mask_vae = dict(latent_dim=128, base_width=16, max_width=256)
     config.model.blender = dict(ngf=8, n_downsample=2, n_blocks=2)
@@ -153,7 +155,7 @@ def _smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Every phase for a few steps at tiny sizes (tests, CI)."""
     _synthetic_data(config, resolution=64, num_faces=40, batch_size=8)
     config.model.generator = dict(ngf=4, n_downsample=2, n_blocks=1, encoder_widths=(4, 4, 8),
-                                  n_encoder_deep=2)
+                                  n_encoder_deep=2, encoder_init="he")
     config.model.discriminator = dict(num_d=2, n_layers=2, ndf=4)
     config.model.mask_vae = dict(latent_dim=8, base_width=4, max_width=16)
     config.model.blender = dict(ngf=4, n_downsample=1, n_blocks=1)

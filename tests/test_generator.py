@@ -104,6 +104,15 @@ def test_dmn_initial_output_depends_on_the_style_image():
     assert float(jnp.max(jnp.abs(block_kernel))) > 1e-4
 
 
+def test_dmn_reference_encoder_init_is_selectable_and_names_are_checked():
+    image, mask_t, mask_src = small_inputs()
+    module = DenseMappingNetwork(**SMALL_DMN, encoder_init="reference")
+    params = module.init(jax.random.key(0), image, mask_t, mask_src)["params"]
+    assert float(jnp.std(params["enc_style"]["model_0"]["conv"]["kernel"])) == pytest.approx(0.02, rel=0.2)
+    with pytest.raises(ValueError, match="encoder_init='xavier'"):
+        DenseMappingNetwork(**SMALL_DMN, encoder_init="xavier").init(jax.random.key(0), image, mask_t, mask_src)
+
+
 def test_dmn_rejects_masks_with_wrong_class_count():
     module = DenseMappingNetwork(**SMALL_DMN)
     image, mask_t, _ = small_inputs()

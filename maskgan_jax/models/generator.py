@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from maskgan_jax.models.layers import SFT, Dtype, ReflectConv, adain, encoder_kernel_init
+from maskgan_jax.models.layers import ENCODER_INITS, SFT, Dtype, Initializer, ReflectConv, adain, encoder_kernel_init
 from maskgan_jax.models.pix2pixhd import Pix2PixHDDecoder, Pix2PixHDEncoder
 
 
@@ -51,12 +51,13 @@ class LabelEncoder(nn.Module):
 
     widths: tuple[int, int, int] = (16, 32, 64)
     n_deep: int = 3
+    kernel_init: Initializer = encoder_kernel_init
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
         """mask: (N, H, W, num_classes) one-hot -> fea1 (N, H/4, W/4, C), fea2 (N, H/4/2^n_deep, ..., C)."""
-        conv = lambda f, k, s, p, name: ReflectConv(f, k, s, p, kernel_init=encoder_kernel_init,  # noqa: E731
+        conv = lambda f, k, s, p, name: ReflectConv(f, k, s, p, kernel_init=self.kernel_init,  # noqa: E731
                                                     dtype=self.dtype, name=name)
         x = nn.relu(conv(self.widths[0], 7, 1, 3, "model_0")(mask))
         x = nn.relu(conv(self.widths[1], 4, 2, 1, "model_1")(x))
@@ -81,22 +82,23 @@ class StyleEncoder(nn.Module):
     out_dim: int
     widths: tuple[int, int, int] = (16, 32, 64)
     n_deep: int = 3
+    kernel_init: Initializer = encoder_kernel_init
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, image: jax.Array, fea1: jax.Array, fea2: jax.Array) -> jax.Array:
         """image (N, H, W, 3) in [-1, 1]; fea1, fea2 from LabelEncoder -> style (N, out_dim)."""
-        conv = lambda f, k, s, p, name: ReflectConv(f, k, s, p, kernel_init=encoder_kernel_init,  # noqa: E731
+        conv = lambda f, k, s, p, name: ReflectConv(f, k, s, p, kernel_init=self.kernel_init,  # noqa: E731
                                                     dtype=self.dtype, name=name)
         x = nn.relu(conv(self.widths[0], 7, 1, 3, "model_0")(image))
         x = nn.relu(conv(self.widths[1], 4, 2, 1, "model_1")(x))
         x = nn.relu(conv(self.widths[2], 4, 2, 1, "model_2")(x))
-        x = SFT(self.widths[2], dtype=self.dtype, name="sft1")(x, fea1)
+        x = SFT(self.widths[2], kernel_init=self.kernel_init, dtype=self.dtype, name="sft1")(x, fea1)
         for i in range(self.n_deep):
             x = nn.relu(conv(self.widths[2], 4, 2, 1, f"model_middle_{i}")(x))
-        x = SFT(self.widths[2], dtype=self.dtype, name="sft2")(x, fea2)
+        x = SFT(self.widths[2], kernel_init=self.kernel_init, dtype=self.dtype, name="sft2")(x, fea2)
         pooled = jnp.mean(x.astype(jnp.float32), axis=(1, 2), keepdims=True).astype(x.dtype)
-        style = nn.Conv(self.out_dim, (1, 1), kernel_init=encoder_kernel_init, dtype=self.dtype,
+        style = nn.Conv(self.out_dim, (1, 1), kernel_init=self.kernel_init, dtype=self.dtype,
                         name="model_last_1")(pooled)
         return style[:, 0, 0, :]
 
@@ -127,6 +129,10 @@ class DenseMappingNetwork(nn.Module):
       n_blocks: AdaIN residual blocks (4).
       encoder_widths: channels of the label and style encoders' stem and two stride-2 convs.
       n_encoder_deep: stride-2 convs from the H/4 features to the H/32 features (3).
+      encoder_init: kernel init of the label and style encoders and SFT layers, which have no
+        normalisation: "he" (default) or "reference" (N(0, 0.02), as every conv of the reference).
+        With "reference" the style reaches the output only at ~1e-7 at the start and short
+        trainings learn to ignore it (see `layers.encoder_kernel_init`).
       dtype: compute dtype (float32 or bfloat16); parameters and norm statistics stay float32.
     """
 
@@ -136,6 +142,7 @@ class DenseMappingNetwork(nn.Module):
     n_blocks: int = 4
     encoder_widths: tuple[int, int, int] = (16, 32, 64)
     n_encoder_deep: int = 3
+    encoder_init: str = "he"
     output_channels: int = 3
     dtype: Dtype = jnp.float32
 
@@ -159,11 +166,14 @@ class DenseMappingNetwork(nn.Module):
             if mask.shape[-1] != self.num_classes:
                 raise ValueError(f"{name} has {mask.shape[-1]} channels, expected one-hot over "
                                  f"{self.num_classes} classes")
+        if self.encoder_init not in ENCODER_INITS:
+            raise ValueError(f"encoder_init={self.encoder_init!r}: expected one of {sorted(ENCODER_INITS)}")
+        kernel_init = ENCODER_INITS[self.encoder_init]
         channels = self.bottleneck_channels
-        fea1, fea2 = LabelEncoder(self.encoder_widths, self.n_encoder_deep, dtype=self.dtype,
+        fea1, fea2 = LabelEncoder(self.encoder_widths, self.n_encoder_deep, kernel_init, dtype=self.dtype,
                                   name="enc_label")(mask_t)
         style = StyleEncoder(style_dim(self.n_blocks, channels), self.encoder_widths, self.n_encoder_deep,
-                             dtype=self.dtype, name="enc_style")(image_t, fea1, fea2)
+                             kernel_init, dtype=self.dtype, name="enc_style")(image_t, fea1, fea2)
         adain_params = split_style(style, self.n_blocks, channels)
         x = Pix2PixHDEncoder(self.ngf, self.n_downsample, dtype=self.dtype, name="down")(mask_src)
         first_block = 1 + 3 * (self.n_downsample + 1)

@@ -51,6 +51,8 @@ torch_default_kernel_init: Initializer = nn.initializers.variance_scaling(1.0 / 
 # style (measured: the output moved by 1e-7 when the style image was swapped). He init keeps the
 # activation scale, so the style reaches the output from the first step.
 encoder_kernel_init: Initializer = nn.initializers.he_normal()
+# The DMN's encoder init by name (config.model.generator.encoder_init): "he", or "reference" (N(0, 0.02)).
+ENCODER_INITS: dict[str, Initializer] = {"he": encoder_kernel_init, "reference": conv_kernel_init}
 
 INSTANCE_NORM_EPS = 1e-5
 
