@@ -131,7 +131,7 @@ class DenseMappingNetwork(nn.Module):
       n_encoder_deep: stride-2 convs from the H/4 features to the H/32 features (3).
       encoder_init: kernel init of the label and style encoders and SFT layers, which have no
         normalisation: "he" (default) or "reference" (N(0, 0.02), as every conv of the reference).
-        With "reference" the style reaches the output only at ~1e-7 at the start and short
+        With "reference" the style moves the output by only ~1e-8 at the start and short
         trainings learn to ignore it (see `layers.encoder_kernel_init`).
       dtype: compute dtype (float32 or bfloat16); parameters and norm statistics stay float32.
     """
