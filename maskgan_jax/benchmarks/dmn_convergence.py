@@ -1,0 +1,229 @@
+r"""How many DMN steps until the generator beats the editing benchmark's baselines?
+
+A convergence study of one config's DMN phase, in three steps that may run on different machines:
+
+    # 1. here (TFDS and the benchmark available): the training split and the benchmark's inputs
+    python -m maskgan_jax.benchmarks.dmn_convergence export --config=configs/ebst.py:quickstart \
+        --data_dir=DIR --out=conv/data.npz
+    # 2. anywhere JAX runs (e.g. an accelerator with no TFDS): train, snapshotting the generator
+    python -m maskgan_jax.benchmarks.dmn_convergence train --config=configs/ebst.py:quickstart \
+        --data=conv/data.npz --out=conv/run.npz --num_steps=20000 --snapshots=1000,5000,20000
+    # 3. here: score every snapshot with the benchmark and print the table
+    python -m maskgan_jax.benchmarks.dmn_convergence score --runs=conv/run.npz
+
+`train` needs only jax, flax, optax, numpy and ml_collections: it samples batches from the exported
+arrays (with the input pipeline's random flip), runs the DMN phase's own jitted step
+(`steps.make_dmn_step`) on one device, and at each snapshot edits the benchmark's inputs, keeping
+only the uint8 results (a few MB), which `score` rates with the benchmark's own code. The
+learning-rate schedule follows --num_steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+import maskgan_jax  # noqa: F401  (sets XLA:CPU flags before JAX starts)
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from maskgan_jax import state as state_lib
+from maskgan_jax import steps as steps_lib
+
+NETWORKS = ("generator", "discriminator")
+
+
+def load_config(spec: str, overrides: list[str]) -> ml_collections.ConfigDict:
+    """`path/to/config.py[:arg]` plus `field.path=value` overrides (values parsed as JSON, else strings)."""
+    path, _, arg = spec.partition(":")
+    module_spec = importlib.util.spec_from_file_location("run_config", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    config = module.get_config(arg or None)
+    for override in overrides:
+        key, _, text = override.partition("=")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        config.update_from_flattened_dict({key: value})
+    return config
+
+
+# ----------------------------------------------------------------------------- 1. export
+
+
+def export(config: ml_collections.ConfigDict, data_dir: str, out: Path, num_per_edit: int) -> None:
+    """Writes into one .npz: the training split (uint8 images (N, R, R, 3), masks (N, R, R)), the label
+    flip permutation, and the benchmark's inputs (bench_images, bench_labels_t, bench_labels_src)."""
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+    import tfds_celebamask  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    from maskgan_jax import evaluate  # pylint: disable=import-outside-toplevel
+    from tfds_celebamask import labels  # pylint: disable=import-outside-toplevel
+
+    source = tfds.data_source(config.data.name, split=config.data.split, data_dir=data_dir, download=False)
+    examples = [source[i] for i in range(len(source))]
+    held_out = evaluate.held_out_examples(config.resolution, num_per_edit)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        out, images=np.stack([e["image"] for e in examples]),
+        masks=np.stack([np.asarray(e["mask"]).reshape(e["mask"].shape[:2]) for e in examples]),
+        flip_permutation=labels.flip_permutation().astype(np.int32), num_per_edit=num_per_edit,
+        bench_images=np.stack([e.target_image for e in held_out]),
+        bench_labels_t=np.stack([e.target_labels for e in held_out]),
+        bench_labels_src=np.stack([e.wanted_labels for e in held_out]))
+    print(f"{out}: {len(examples)} training faces of {config.data.name}; {len(held_out)} benchmark edits")
+
+
+# ----------------------------------------------------------------------------- 2. train
+
+
+def sample_batch(rng: np.random.Generator, images: np.ndarray, masks: np.ndarray, flip_permutation: np.ndarray,
+                 batch_size: int, random_flip: bool) -> dict[str, np.ndarray]:
+    """A uniformly drawn batch: image float32 (B, R, R, 3) in [-1, 1], mask int32 (B, R, R); flipped
+    examples also swap their left/right labels, as the input pipeline does."""
+    index = rng.integers(0, len(images), batch_size)
+    image, mask = images[index], masks[index].astype(np.int32)
+    if random_flip:
+        flip = rng.random(batch_size) < 0.5
+        image = np.where(flip[:, None, None, None], image[:, :, ::-1], image)
+        mask = np.where(flip[:, None, None], flip_permutation[mask[:, :, ::-1]], mask)
+    return {"image": image.astype(np.float32) / np.float32(127.5) - np.float32(1), "mask": mask}
+
+
+def make_editor(module, num_classes: int):
+    """Jitted (params, uint8 images, labels_t, labels_src) -> uint8 generated images (N, R, R, 3)."""
+
+    @jax.jit
+    def generate(params, images, labels_t, labels_src):
+        generated = module.apply({"params": params}, images.astype(jnp.float32) / 127.5 - 1.0,
+                                 jax.nn.one_hot(labels_t, num_classes), jax.nn.one_hot(labels_src, num_classes))
+        return jnp.round(jnp.clip((generated.astype(jnp.float32) + 1.0) * 127.5, 0.0, 255.0)).astype(jnp.uint8)
+
+    return generate
+
+
+def train(config: ml_collections.ConfigDict, data: Path, out: Path, num_steps: int, snapshots: list[int],
+          max_seconds: float) -> None:
+    """Trains the DMN phase for `num_steps` (or until `max_seconds`). At each snapshot step, edits the
+    benchmark's inputs; writes their results (outputs_STEP, uint8) and the log to the .npz `out`."""
+    config.phases.dmn.num_steps = num_steps
+    arrays = np.load(data)
+    images, masks, flip_permutation = arrays["images"], arrays["masks"], arrays["flip_permutation"]
+    bench = [jnp.asarray(arrays[k]) for k in ("bench_images", "bench_labels_t", "bench_labels_src")]
+    networks = state_lib.build_networks(config)
+    generate = make_editor(networks.generator, config.num_classes)
+    txs = {name: state_lib.optimizer(config.phases.dmn) for name in NETWORKS}
+    states = {}
+    for name in NETWORKS:
+        rng = jax.random.fold_in(jax.random.key(config.seed), state_lib.NETWORKS.index(name))
+        states[name] = state_lib.new_net_state(state_lib.init_variables(name, networks, config, rng), txs[name])
+    step_fn = jax.jit(steps_lib.make_dmn_step(networks, config, txs["generator"], txs["discriminator"]),
+                      donate_argnums=(0, 1))
+    guard = steps_lib.Guard.create()
+    rng = np.random.default_rng(config.data.shuffle_seed)
+    saved = {"config": np.array(config.to_json()), "device": np.array(jax.devices()[0].device_kind),
+             "num_per_edit": arrays["num_per_edit"]}
+    log = []
+    start = time.perf_counter()
+    for step in range(1, num_steps + 1):
+        batch = sample_batch(rng, images, masks, flip_permutation, config.data.global_batch_size,
+                             config.data.random_flip)
+        states, guard, metrics = step_fn(states, guard, batch, jnp.asarray(step), None)
+        elapsed = time.perf_counter() - start
+        last = step == num_steps or elapsed > max_seconds
+        if step % config.phases.dmn.log_every_steps == 0 or step in snapshots or last:
+            log.append({"step": step, "seconds": round(elapsed, 1),
+                        **{k: float(v) for k, v in jax.device_get(metrics).items()}})
+            print(json.dumps(log[-1]), flush=True)
+        if step in snapshots or last:
+            saved[f"outputs_{step}"] = np.asarray(generate(states["generator"].params, *bench))
+            np.savez_compressed(out, log=np.array(json.dumps(log)), **saved)
+        if last:
+            break
+    if int(guard.first_bad_step) >= 0:
+        print(f"non-finite metrics first at step {int(guard.first_bad_step)}", flush=True)
+
+
+# ----------------------------------------------------------------------------- 3. score
+
+
+def score(runs: list[Path], out: Path | None) -> None:
+    """Scores every snapshot of every run (and each with --keep_unedited, blended here as `edit` does);
+    prints the overall table, then the benchmark's tables per edit kind."""
+    from maskgan_jax import edit as edit_lib  # pylint: disable=import-outside-toplevel
+    from maskgan_jax import evaluate  # pylint: disable=import-outside-toplevel
+
+    generated = {}
+    for run in runs:
+        saved = np.load(run)
+        print(f"{run}: trained on {saved['device']}; last log {json.loads(str(saved['log']))[-1]}")
+        num_per_edit = int(saved["num_per_edit"])
+        resolution = int(json.loads(str(saved["config"]))["resolution"])
+        for key in sorted((k for k in saved.files if k.startswith("outputs_")), key=lambda k: int(k.split("_")[1])):
+            generated[f"{run.stem}@{key.split('_')[1]}"] = saved[key]
+    examples = evaluate.held_out_examples(resolution, num_per_edit)
+    images = np.stack([e.target_image for e in examples])
+    labels_t = np.stack([e.target_labels for e in examples])
+    labels_src = np.stack([e.wanted_labels for e in examples])
+    dilation, feather = edit_lib.default_margins(resolution)
+    alpha = np.asarray(edit_lib.keep_unedited_alpha(labels_t, labels_src, dilation, feather))
+    results = {evaluate.UNEDITED: images,
+               evaluate.MEAN_COLOUR: evaluate.mean_colour_painter(images, labels_t, labels_src)}
+    for name, outputs in generated.items():
+        results[name] = outputs
+        kept = alpha * outputs.astype(np.float32) + (1.0 - alpha) * images.astype(np.float32)
+        results[name + evaluate.KEEP_SUFFIX] = np.round(kept).astype(np.uint8)
+    records = []
+    for method, method_results in results.items():
+        records += evaluate.summarise(method, evaluate.score(method_results, examples), examples)
+    if out is not None:
+        out.write_text(json.dumps(records, indent=1) + "\n")
+    overall = {(r["method"], r["region"]): r for r in records if r["edit"] == evaluate.OVERALL}
+    print("\n| method | edited PSNR | edited SSIM | all PSNR | all SSIM | unedited PSNR |")
+    print("|---|---|---|---|---|---|")
+    for method in dict.fromkeys(m for m, _ in overall):
+        e, a, u = (overall[(method, region)] for region in ("edited", "all", "unedited"))
+        print(f"| {method} | {e['psnr']:.2f} | {e['ssim']:.3f} | {a['psnr']:.2f} | {a['ssim']:.3f} | {u['psnr']:.2f} |")
+    print()
+    print(evaluate.markdown_tables(records))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("export", "train"):
+        command = sub.add_parser(name)
+        command.add_argument("--config", required=True, help="configs/ebst.py[:variant]")
+        command.add_argument("--set", action="append", default=[], help="config override field=value (repeatable)")
+        command.add_argument("--out", type=Path, required=True)
+    sub.choices["export"].add_argument("--data_dir", required=True, help="TFDS data dir holding config.data.name")
+    sub.choices["export"].add_argument("--num_per_edit", type=int, default=50)
+    sub.choices["train"].add_argument("--data", type=Path, required=True, help=".npz written by `export`")
+    sub.choices["train"].add_argument("--num_steps", type=int, required=True)
+    sub.choices["train"].add_argument("--snapshots", default="", help="comma-separated steps to keep")
+    sub.choices["train"].add_argument("--max_seconds", type=float, default=float("inf"))
+    scorer = sub.add_parser("score")
+    scorer.add_argument("--runs", type=Path, nargs="+", required=True)
+    scorer.add_argument("--out", type=Path, default=None, help="JSON records (optional)")
+    args = parser.parse_args(argv)
+    if args.command == "score":
+        score(args.runs, args.out)
+        return 0
+    config = load_config(args.config, args.set)
+    if args.command == "export":
+        export(config, args.data_dir, args.out, args.num_per_edit)
+    else:
+        snapshots = [int(s) for s in args.snapshots.split(",") if s]
+        train(config, args.data, args.out, args.num_steps, snapshots, args.max_seconds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
