@@ -4,6 +4,7 @@ pipeline does, and `train` -> `score` runs end to end on the smoke config."""
 import json
 
 import numpy as np
+import pytest
 
 from configs import ebst as ebst_config
 from maskgan_jax import evaluate, input_pipeline
@@ -62,3 +63,13 @@ def test_train_then_score_on_the_smoke_config(tmp_path, capsys):
     overall_all = {r["method"]: r["psnr"] for r in records if r["edit"] == "overall" and r["region"] == "all"}
     # Keeping the target outside the edit must help an untrained generator (the blend is the right way round).
     assert overall_all["smoke@3+keep_unedited"] > overall_all["smoke@3"] + 5
+
+
+def test_load_config_applies_overrides_and_names_bad_ones():
+    config = dmn_convergence.load_config("configs/ebst.py:quickstart",
+                                         ["phases.dmn.learning_rate=1e-3", "model.generator.ngf=32"])
+    assert config.phases.dmn.learning_rate == 1e-3 and config.model.generator.ngf == 32
+    with pytest.raises(KeyError, match="model.generator.nfg"):
+        dmn_convergence.load_config("configs/ebst.py:quickstart", ["model.generator.nfg=32"])
+    with pytest.raises(FileNotFoundError, match="configs/nope.py"):
+        dmn_convergence.load_config("configs/nope.py", [])

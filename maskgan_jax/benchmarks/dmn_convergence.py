@@ -40,19 +40,31 @@ NETWORKS = ("generator", "discriminator")
 
 
 def load_config(spec: str, overrides: list[str]) -> ml_collections.ConfigDict:
-    """`path/to/config.py[:arg]` plus `field.path=value` overrides (values parsed as JSON, else strings)."""
+    """`path/to/config.py[:arg]` plus `field.path=value` overrides (values parsed as JSON, else strings).
+
+    main.py's `config_flags` needs absl flags; this script's subcommands use argparse, so the file is
+    loaded directly, the same way (its `get_config(arg)`).
+    Raises:
+      FileNotFoundError: no config file at the path. KeyError: an override names no config field.
+    """
     path, _, arg = spec.partition(":")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--config: no config file {path!r} (expected e.g. configs/ebst.py:quickstart)")
     module_spec = importlib.util.spec_from_file_location("run_config", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     config = module.get_config(arg or None)
+    config.lock()  # an override of a field that does not exist is an error, not a new field
     for override in overrides:
         key, _, text = override.partition("=")
         try:
             value = json.loads(text)
         except json.JSONDecodeError:
             value = text
-        config.update_from_flattened_dict({key: value})
+        try:
+            config.update_from_flattened_dict({key: value})
+        except (KeyError, AttributeError) as error:
+            raise KeyError(f"--set {override!r}: {key!r} is not a field of {spec}") from error
     return config
 
 
