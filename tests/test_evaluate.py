@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import optax
 import pytest
+from scipy import ndimage
 
 from configs import ebst as ebst_config
 from maskgan_jax import checkpoint, edit, evaluate, metrics
@@ -72,6 +73,10 @@ def test_true_images_change_where_the_edit_does(examples):
             continue  # another face's geometry: the whole picture may move
         assert changed[region].all(), example.edit
         assert changed[~region].mean() < 0.05, example.edit
+        # ... and only near the edit (shading it casts: hair shadow, lids; measured up to 9 px at 64):
+        # nothing far away, such as the background or the clothes, is re-rendered differently.
+        distance = ndimage.distance_transform_cdt(~region, metric="chessboard")
+        assert distance[changed & ~region].max(initial=0) <= 10, example.edit
 
 
 # ----------------------------------------------------------------------------- baselines and scores
