@@ -35,6 +35,7 @@ import numpy as np
 
 from maskgan_jax import state as state_lib
 from maskgan_jax import steps as steps_lib
+from maskgan_jax.models import one_hot_mask
 
 NETWORKS = ("generator", "discriminator")
 
@@ -110,12 +111,15 @@ def sample_batch(rng: np.random.Generator, images: np.ndarray, masks: np.ndarray
 
 
 def make_editor(module, num_classes: int):
-    """Jitted (params, uint8 images, labels_t, labels_src) -> uint8 generated images (N, R, R, 3)."""
+    """Jitted (params, uint8 images, labels_t, labels_src) -> uint8 generated images (N, R, R, 3).
+
+    The generation of `edit.edit_images`, restated because maskgan_jax.edit imports TFDS (through
+    tfds_celebamask), which an accelerator image may lack; `score` applies the keep-unedited blend."""
 
     @jax.jit
     def generate(params, images, labels_t, labels_src):
         generated = module.apply({"params": params}, images.astype(jnp.float32) / 127.5 - 1.0,
-                                 jax.nn.one_hot(labels_t, num_classes), jax.nn.one_hot(labels_src, num_classes))
+                                 one_hot_mask(labels_t, num_classes), one_hot_mask(labels_src, num_classes))
         return jnp.round(jnp.clip((generated.astype(jnp.float32) + 1.0) * 127.5, 0.0, 255.0)).astype(jnp.uint8)
 
     return generate
@@ -125,7 +129,8 @@ def train(config: ml_collections.ConfigDict, data: Path, out: Path, num_steps: i
           max_seconds: float) -> None:
     """Trains the DMN phase for `num_steps` (or until `max_seconds`). At each snapshot step, edits the
     benchmark's inputs; writes their results (outputs_STEP, uint8) and the log to the .npz `out`."""
-    config.phases.dmn.num_steps = num_steps
+    config = config.copy_and_resolve_references()
+    config.phases.dmn.num_steps = num_steps  # the learning-rate schedule spans this run
     arrays = np.load(data)
     images, masks, flip_permutation = arrays["images"], arrays["masks"], arrays["flip_permutation"]
     bench = [jnp.asarray(arrays[k]) for k in ("bench_images", "bench_labels_t", "bench_labels_src")]
@@ -167,8 +172,9 @@ def train(config: ml_collections.ConfigDict, data: Path, out: Path, num_steps: i
 
 
 def score(runs: list[Path], out: Path | None) -> None:
-    """Scores every snapshot of every run (and each with --keep_unedited, blended here as `edit` does);
-    prints the overall table, then the benchmark's tables per edit kind."""
+    """Scores every snapshot of every run, and each with --keep_unedited (`edit`'s blend, applied here to
+    the rounded result: within half a level of `edit`'s own). Prints the overall table, then the
+    benchmark's tables per edit kind; writes the records to `out` when given."""
     from maskgan_jax import edit as edit_lib  # pylint: disable=import-outside-toplevel
     from maskgan_jax import evaluate  # pylint: disable=import-outside-toplevel
 
