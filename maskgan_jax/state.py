@@ -95,6 +95,11 @@ def example_inputs(config: ml_collections.ConfigDict, batch: int = 1) -> dict[st
     }
 
 
+def init_rng(name: str, config: ml_collections.ConfigDict) -> jax.Array:
+    """The PRNG key network `name` is initialised from: config.seed folded with its index in NETWORKS."""
+    return jax.random.fold_in(jax.random.key(config.seed), NETWORKS.index(name))
+
+
 def init_variables(name: str, networks: Networks, config: ml_collections.ConfigDict,
                    rng: jax.Array) -> dict[str, Any]:
     """Initial variables of network `name` (see NETWORKS)."""

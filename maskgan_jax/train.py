@@ -103,7 +103,7 @@ def _vgg_params(config: ml_collections.ConfigDict, mesh) -> Any:
 
 def _fresh_state(name: str, networks: state_lib.Networks, config: ml_collections.ConfigDict,
                  tx, mesh) -> tuple[state_lib.NetState, Any]:
-    rng = jax.random.fold_in(jax.random.key(config.seed), state_lib.NETWORKS.index(name))
+    rng = state_lib.init_rng(name, config)
     return state_lib.create_sharded(
         lambda: state_lib.new_net_state(state_lib.init_variables(name, networks, config, rng), tx), mesh,
         config.mesh.fsdp_min_weight_size)

@@ -26,6 +26,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Iterable
 
 import maskgan_jax  # noqa: F401  (sets XLA:CPU flags before JAX starts)
 import jax
@@ -100,7 +101,8 @@ def export(config: ml_collections.ConfigDict, data_dir: str, out: Path, num_per_
 def sample_batch(rng: np.random.Generator, images: np.ndarray, masks: np.ndarray, flip_permutation: np.ndarray,
                  batch_size: int, random_flip: bool) -> dict[str, np.ndarray]:
     """A uniformly drawn batch: image float32 (B, R, R, 3) in [-1, 1], mask int32 (B, R, R); flipped
-    examples also swap their left/right labels, as the input pipeline does."""
+    examples also swap their left/right labels, as the input pipeline does (restated, vectorised,
+    because maskgan_jax.input_pipeline imports TFDS; the test checks both agree)."""
     index = rng.integers(0, len(images), batch_size)
     image, mask = images[index], masks[index].astype(np.int32)
     if random_flip:
@@ -125,7 +127,7 @@ def make_editor(module, num_classes: int):
     return generate
 
 
-def train(config: ml_collections.ConfigDict, data: Path, out: Path, num_steps: int, snapshots: list[int],
+def train(config: ml_collections.ConfigDict, data: Path, out: Path, num_steps: int, snapshots: Iterable[int],
           max_seconds: float) -> None:
     """Trains the DMN phase for `num_steps` (or until `max_seconds`). At each snapshot step, edits the
     benchmark's inputs; writes their results (outputs_STEP, uint8) and the log to the .npz `out`."""
@@ -137,16 +139,16 @@ def train(config: ml_collections.ConfigDict, data: Path, out: Path, num_steps: i
     networks = state_lib.build_networks(config)
     generate = make_editor(networks.generator, config.num_classes)
     txs = {name: state_lib.optimizer(config.phases.dmn) for name in NETWORKS}
-    states = {}
-    for name in NETWORKS:
-        rng = jax.random.fold_in(jax.random.key(config.seed), state_lib.NETWORKS.index(name))
-        states[name] = state_lib.new_net_state(state_lib.init_variables(name, networks, config, rng), txs[name])
+    states = {name: state_lib.new_net_state(
+        state_lib.init_variables(name, networks, config, state_lib.init_rng(name, config)), txs[name])
+        for name in NETWORKS}  # the same initial networks as main.py's DMN phase
     step_fn = jax.jit(steps_lib.make_dmn_step(networks, config, txs["generator"], txs["discriminator"]),
                       donate_argnums=(0, 1))
     guard = steps_lib.Guard.create()
     rng = np.random.default_rng(config.data.shuffle_seed)
     saved = {"config": np.array(config.to_json()), "device": np.array(jax.devices()[0].device_kind),
              "num_per_edit": arrays["num_per_edit"]}
+    snapshots = set(snapshots)
     log = []
     start = time.perf_counter()
     for step in range(1, num_steps + 1):
