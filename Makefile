@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 QUICKSTART_DIR ?= workdir/quickstart
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install test quickstart bench clean
+.PHONY: install lint test quickstart bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,10 @@ $(STAMP): $(PY) setup.cfg pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: lint
 	$(PY) -m pytest -n 2 --dist loadfile -q
 
 quickstart: $(STAMP)

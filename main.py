@@ -12,9 +12,9 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 import maskgan_jax  # noqa: F401  (XLA:CPU flags must be set before JAX starts)
-import jax  # noqa: E402  pylint: disable=wrong-import-order
+import jax
 
-from maskgan_jax import train  # noqa: E402  pylint: disable=wrong-import-order
+from maskgan_jax import train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard logs, image grids and data.")
@@ -44,7 +44,7 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     _initialize_distributed()
     logging.info("JAX process %d of %d, devices: %s", jax.process_index(), jax.process_count(), jax.devices())
-    results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    results = train.train(FLAGS.config, FLAGS.workdir)
     for result in results:
         logging.info("phase %s: step %d%s %s", result.phase, result.last_step,
                      " (stopped on request)" if result.preempted else "", result.metrics)

@@ -57,36 +57,38 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # Logical data shards (None: one per process). Fix it to make runs on different numbers of
         # hosts see the same global batches (see maskgan_jax/input_pipeline.py).
         num_shards=placeholder(int),
-        # Synthetic faces written into the workdir when the dataset is absent (None: real data only).
-        synthetic=None,
+        # Synthetic faces written into the workdir when the dataset is absent (num_faces 0: real data only).
+        synthetic=dict(num_faces=0, seed=1234),
     ))
 
-    # --- networks (constructor fields; defaults are the reference sizes) ------------------------------
+    # --- networks -----------------------------------------------------------------------------------
+    # Each block names its class in maskgan_jax.models.registry; the other fields are the class's
+    # constructor fields (defaults: the reference sizes).
     config.model = ml_collections.ConfigDict(dict(
         compute_dtype="float32",  # or "bfloat16": float32 parameters and norm statistics either way
         # encoder_init: "he", or "reference" (N(0, 0.02)): see DenseMappingNetwork.encoder_init.
-        generator=dict(ngf=64, n_downsample=4, n_blocks=4, encoder_widths=(16, 32, 64), n_encoder_deep=3,
-                       encoder_init="he"),
-        discriminator=dict(num_d=2, n_layers=3, ndf=64),
-        mask_vae=dict(latent_dim=1024, base_width=32, max_width=2048),
-        blender=dict(ngf=32, n_downsample=3, n_blocks=3),
+        generator=dict(name="dense_mapping_network", ngf=64, n_downsample=4, n_blocks=4,
+                       encoder_widths=(16, 32, 64), n_encoder_deep=3, encoder_init="he"),
+        discriminator=dict(name="multiscale_patchgan", num_d=2, n_layers=3, ndf=64),
+        mask_vae=dict(name="mask_vae", latent_dim=1024, base_width=32, max_width=2048),
+        blender=dict(name="alpha_blender", ngf=32, n_downsample=3, n_blocks=3),
     ))
 
     # --- objective ------------------------------------------------------------------------------------
     config.loss = ml_collections.ConfigDict(dict(
-        lambda_feat=10.0,
-        lambda_percept=10.0,
+        # Weight of each term of maskgan_jax.objective (a term weighted 0 is not computed).
+        # G and G_B (DMN, EBST stage 2): pix2pixHD's adversarial + 10 feature matching + 10 perceptual.
+        # MaskVAE: cross-entropy + 1e-5 KL. l1 (to the target image) is not in the paper.
+        weights=dict(adversarial=1.0, feature_matching=10.0, perceptual=10.0, l1=0.0,
+                     cross_entropy=1.0, kl=1e-5),
+        # pix2pixHD VGGLoss weights of relu1_1, relu2_1, relu3_1, relu4_1, relu5_1.
         perceptual_layer_weights=(1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0),
-        # Local .npz from `python -m maskgan_jax.convert_vgg19` (Keras h5 or torchvision weights).
+        # Local .npz from `python -m maskgan_jax.convert_vgg19` (Keras h5 or torchvision weights);
+        # required while weights.perceptual > 0.
         vgg19_weights=placeholder(str),
         # 'raw' feeds [-1, 1] images as the reference does; 'imagenet' normalises first.
         vgg_input_mode="raw",
-        # Without weights: the full config stops with instructions; quickstart/smoke turn the term off.
-        require_vgg19=True,
-        # L1 to the target image: not in the paper (0 there); the quickstart uses it in place of the
-        # perceptual term, since no VGG19 weights ship with the code.
-        lambda_l1=0.0,
-        lambda_kl=1e-5,
+        # EBST's simulated edits step 1/lambda_inter of the way from z_t to z_ref in the MaskVAE's latent.
         lambda_inter=2.5,
     ))
 
@@ -123,31 +125,36 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 def _synthetic_data(config: ml_collections.ConfigDict, resolution: int, num_faces: int,
                     batch_size: int) -> None:
+    """Synthetic faces at `resolution`; no VGG19 (no weights ship with the code)."""
     config.resolution = resolution
     config.data.name = f"celebamask_hq/official_{resolution}"
-    config.data.split = "train"
     config.data.global_batch_size = batch_size
-    config.data.synthetic = ml_collections.ConfigDict(dict(num_faces=num_faces, seed=1234))
-    config.loss.require_vgg19 = False
+    config.data.synthetic.num_faces = num_faces
+    config.loss.weights.perceptual = 0.0
+
+
+def _set_phase(phase: ml_collections.ConfigDict, num_steps: int, learning_rate: float, log_every: int,
+               image_every: int, checkpoint_every: int) -> None:
+    phase.update(dict(num_steps=num_steps, learning_rate=learning_rate, log_every_steps=log_every,
+                      image_every_steps=image_every, checkpoint_every_steps=checkpoint_every))
 
 
 def _quickstart(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Synthetic faces at 64x64 and small widths: the whole pipeline on a laptop CPU in minutes."""
     _synthetic_data(config, resolution=64, num_faces=2_000, batch_size=8)
-    config.model.generator = dict(ngf=16, n_downsample=3, n_blocks=2, encoder_widths=(16, 32, 64),
-                                  n_encoder_deep=3, encoder_init="he")
-    config.model.discriminator = dict(num_d=2, n_layers=3, ndf=16)
-    config.model.mask_vae = dict(latent_dim=128, base_width=16, max_width=256)
-    config.model.blender = dict(ngf=8, n_downsample=2, n_blocks=2)
+    config.model.generator.update(dict(ngf=16, n_downsample=3, n_blocks=2))
+    config.model.discriminator.ndf = 16
+    config.model.mask_vae.update(dict(latent_dim=128, base_width=16, max_width=256))
+    config.model.blender.update(dict(ngf=8, n_downsample=2, n_blocks=2))
     # L1 weighted to dominate the adversarial and feature-matching terms (~10 together), as the
     # perceptual term does in the paper (400-step trials: 15.6 dB vs 15.2 dB at L1 10).
-    config.loss.lambda_l1 = 100.0
-    config.phases.maskvae = _phase(600, 1e-3, 50, 300, 300)
+    config.loss.weights.l1 = 100.0
+    _set_phase(config.phases.maskvae, 600, 1e-3, 50, 300, 300)
     # DMN lr 5e-4: the convergence study (README) found 2e-3 unstable at this width (edits of unseen
     # faces worsen with training) and 5e-4 best of 2e-3, 1e-3, 5e-4, 2.5e-4 after 1,000 steps.
-    config.phases.dmn = _phase(1_000, 5e-4, 50, 250, 500)
-    config.phases.ebst = _phase(200, 2e-4, 25, 100, 100)
-    config.checkpoint = ml_collections.ConfigDict(dict(keep_last=2, keep_every_steps=0))
+    _set_phase(config.phases.dmn, 1_000, 5e-4, 50, 250, 500)
+    _set_phase(config.phases.ebst, 200, 2e-4, 25, 100, 100)
+    config.checkpoint.update(dict(keep_last=2, keep_every_steps=0))
     config.profile_steps = 0
     return config
 
@@ -155,24 +162,24 @@ def _quickstart(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def _smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Every phase for a few steps at tiny sizes (tests, CI)."""
     _synthetic_data(config, resolution=64, num_faces=40, batch_size=8)
-    config.model.generator = dict(ngf=4, n_downsample=2, n_blocks=1, encoder_widths=(4, 4, 8),
-                                  n_encoder_deep=2, encoder_init="he")
-    config.model.discriminator = dict(num_d=2, n_layers=2, ndf=4)
-    config.model.mask_vae = dict(latent_dim=8, base_width=4, max_width=16)
-    config.model.blender = dict(ngf=4, n_downsample=1, n_blocks=1)
+    config.model.generator.update(dict(ngf=4, n_downsample=2, n_blocks=1, encoder_widths=(4, 4, 8),
+                                       n_encoder_deep=2))
+    config.model.discriminator.update(dict(n_layers=2, ndf=4))
+    config.model.mask_vae.update(dict(latent_dim=8, base_width=4, max_width=16))
+    config.model.blender.update(dict(ngf=4, n_downsample=1, n_blocks=1))
     # Two logical data shards: a one-process and a two-process smoke run read the same global batches.
     config.data.num_shards = 2
     # 40 MaskVAE steps (a few seconds): after 4 its decoded masks are one class everywhere, which makes
     # EBST's simulated edits constant maps and stage 2 degenerate (InstanceNorm of a constant input).
-    config.phases.maskvae = _phase(40, 1e-3, 10, 40, 20)
-    config.phases.dmn = _phase(4, 1e-3, 2, 4, 2)
-    config.phases.ebst = _phase(4, 1e-3, 2, 4, 2)
+    _set_phase(config.phases.maskvae, 40, 1e-3, 10, 40, 20)
+    _set_phase(config.phases.dmn, 4, 1e-3, 2, 4, 2)
+    _set_phase(config.phases.ebst, 4, 1e-3, 2, 4, 2)
     for phase in config.phases.values():
         # The gradient of a bias that a following normalisation cancels is rounding noise, which
         # differs with the device layout (the order of the cross-device sum); Adam with eps=1e-8
         # turns that noise into full +-lr steps. A larger eps keeps smoke runs on different layouts
         # comparable (tests/test_train.py) without changing what the other parameters learn.
         phase.eps = 1e-3
-    config.checkpoint = ml_collections.ConfigDict(dict(keep_last=2, keep_every_steps=0))
+    config.checkpoint.update(dict(keep_last=2, keep_every_steps=0))
     config.profile_steps = 0
     return config

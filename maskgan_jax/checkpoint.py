@@ -85,8 +85,9 @@ def find_latest(path: str | Path, phase_hint: str | None = None) -> tuple[Path, 
             steps = ocp.utils.checkpoint_steps(candidate) if hasattr(ocp, "utils") else []
             if steps:
                 return candidate, max(steps)
+    hint = f", or checkpoints/{phase_hint}" if phase_hint else ""
     raise FileNotFoundError(f"{path}: no finished checkpoint found (looked for a step directory, a phase "
-                            f"directory with step subdirectories{', or checkpoints/' + phase_hint if phase_hint else ''})")
+                            f"directory with step subdirectories{hint})")
 
 
 def restore_network(path: str | Path, name: str, abstract_state: Any, phase_hint: str | None = None) -> Any:

@@ -45,7 +45,7 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
             return {k: np.asarray(data[k]) for k in data.files}
     if path.suffix in (".pth", ".pt"):
         try:
-            import torch  # pylint: disable=import-outside-toplevel
+            import torch
         except ImportError as e:
             raise ImportError(f"{path}: reading a .pth file needs PyTorch (pip install 'maskgan_jax[torch]'), "
                               "or save the state_dict as .npz with numpy") from e

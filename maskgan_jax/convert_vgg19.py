@@ -186,7 +186,7 @@ def load_torchvision_state_dict(path: str) -> Mapping[str, Any]:
         with np.load(path, allow_pickle=False) as archive:
             return {key: archive[key] for key in archive.files}
     try:
-        import torch  # pylint: disable=import-outside-toplevel
+        import torch
     except ImportError:
         raise ImportError(f"reading {path!r} needs PyTorch (`pip install torch`, or the 'torch' "
                           "extra); alternatively save the state_dict as .npz elsewhere with "

@@ -9,6 +9,8 @@ import jax
 import ml_collections
 from absl import logging
 
+from maskgan_jax.phases import PHASES
+
 SYNTHETIC_FOLDER = "synthetic_faces"
 TFDS_FOLDER = "tensorflow_datasets"
 
@@ -17,20 +19,26 @@ def data_dir(config: ml_collections.ConfigDict, workdir: Path) -> str | None:
     """The TFDS data dir: config.data.data_dir, or <workdir>/tensorflow_datasets for synthetic data."""
     if config.data.data_dir is not None:
         return str(config.data.data_dir)
-    if config.data.synthetic is not None:
+    if uses_synthetic_faces(config):
         return str(workdir / TFDS_FOLDER)
     return None
 
 
+def uses_synthetic_faces(config: ml_collections.ConfigDict) -> bool:
+    """Whether the run writes its own synthetic faces (config.data.synthetic.num_faces > 0)."""
+    return config.data.synthetic.num_faces > 0
+
+
 def tfds_default_data_dir() -> str:
-    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+    import tensorflow_datasets as tfds
     return str(tfds.core.constants.DATA_DIR)
 
 
 def _builder(config: ml_collections.ConfigDict, workdir: Path):
-    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+    import tensorflow_datasets as tfds
 
-    import tfds_celebamask  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    from tfds_celebamask import register
+    register()
     return tfds.builder(config.data.name, data_dir=data_dir(config, workdir))
 
 
@@ -57,11 +65,11 @@ def prepare_dataset(config: ml_collections.ConfigDict, workdir: Path) -> None:
     if builder.is_prepared():
         return
     if jax.process_index() == 0:
-        from tfds_celebamask import build  # pylint: disable=import-outside-toplevel
-        if config.data.synthetic is not None:
-            from tfds_celebamask import synthetic  # pylint: disable=import-outside-toplevel
+        from tfds_celebamask import build
+        if uses_synthetic_faces(config):
+            from tfds_celebamask import synthetic
             manual_dir = workdir / SYNTHETIC_FOLDER
-            faces = manual_dir / "CelebAMask-HQ"
+            faces = manual_dir / synthetic.ROOT_NAME
             if not (faces / synthetic.README_FILE).is_file():
                 logging.info("Writing %d synthetic faces to %s", config.data.synthetic.num_faces, faces)
                 stats = synthetic.write_dataset(str(faces), num=config.data.synthetic.num_faces,
@@ -78,20 +86,20 @@ def prepare_dataset(config: ml_collections.ConfigDict, workdir: Path) -> None:
         logging.info("Building %s from %s", config.data.name, manual_dir)
         build.build(config_name, manual_dir, data_dir(config, workdir) or tfds_default_data_dir())
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+        from jax.experimental import multihost_utils
         multihost_utils.sync_global_devices("maskgan_jax dataset prepared")
 
 
 def pipeline_config(config: ml_collections.ConfigDict, phase: str, workdir: Path) -> ml_collections.ConfigDict:
     """The input pipeline's config for `phase` (its shuffle seed is offset per phase, so phases see
     different orders of the data)."""
-    from maskgan_jax import input_pipeline  # pylint: disable=import-outside-toplevel
+    from maskgan_jax import input_pipeline
     pipeline = input_pipeline.default_config()
     pipeline.name = config.data.name
     pipeline.data_dir = data_dir(config, workdir)
     pipeline.split = config.data.split
     pipeline.batch_size = config.data.global_batch_size
-    pipeline.shuffle_seed = config.data.shuffle_seed + ("maskvae", "dmn", "ebst").index(phase)
+    pipeline.shuffle_seed = config.data.shuffle_seed + PHASES.index(phase)
     pipeline.random_flip = config.data.random_flip
     pipeline.worker_count = config.data.worker_count
     pipeline.num_shards = config.data.num_shards

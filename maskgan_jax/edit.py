@@ -35,34 +35,33 @@ import time
 
 _PROCESS_START = time.perf_counter()  # before the heavy imports: "time to first result" counts them
 
-# pylint: disable=wrong-import-position
-import argparse  # noqa: E402
-import dataclasses  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any, Iterable, Iterator, Sequence  # noqa: E402
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+from collections.abc import Iterable, Iterator, Sequence
 
-import maskgan_jax  # noqa: E402,F401  (sets XLA:CPU flags before JAX starts)
-import flax  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import ml_collections  # noqa: E402
-import numpy as np  # noqa: E402
-import orbax.checkpoint as ocp  # noqa: E402
-from absl import logging  # noqa: E402
-from etils import epath  # noqa: E402
-from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: E402
+import maskgan_jax  # noqa: F401  (sets XLA:CPU flags before JAX starts)
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+from etils import epath
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from maskgan_jax import checkpoint as checkpoint_lib  # noqa: E402
-from maskgan_jax import mask_io  # noqa: E402
-from maskgan_jax.models import DenseMappingNetwork, one_hot_mask  # noqa: E402
-from tfds_celebamask import labels  # noqa: E402
+from maskgan_jax import checkpoint as checkpoint_lib
+from maskgan_jax import mask_io
+from maskgan_jax.models import DenseMappingNetwork, one_hot_mask, registry
+from maskgan_jax.phases import GENERATOR_PHASES
+from maskgan_jax.sharding import DATA_AXIS
+from tfds_celebamask import labels
 
 GENERATOR_ITEM = "generator"
-# Phases whose checkpoints hold a generator, newest first (the maskvae phase stores only the VAE).
-GENERATOR_PHASES = ("ebst", "dmn")
 DEFAULT_CACHE_DIR = "~/.cache/maskgan_jax/jax_cache"
-DATA_AXIS = "data"
 
 
 # ----------------------------------------------------------------------------- runtime set-up
@@ -139,12 +138,9 @@ def _with_generator(phase_dir: Path, step: int) -> Path:
 
 
 def generator_from_config(config: ml_collections.ConfigDict, compute_dtype: str = "float32") -> DenseMappingNetwork:
-    """The DenseMappingNetwork of a run config (config.model.generator, config.num_classes)."""
-    if compute_dtype not in ("float32", "bfloat16"):
-        raise ValueError(f"compute_dtype: expected 'float32' or 'bfloat16', got {compute_dtype!r}")
-    fields = dict(config.model.generator)
-    fields["encoder_widths"] = tuple(fields["encoder_widths"])
-    return DenseMappingNetwork(num_classes=config.num_classes, dtype=jnp.dtype(compute_dtype), **fields)
+    """The generator of a run config (the registry's network for config.model.generator), computing
+    in `compute_dtype` ('float32' or 'bfloat16') whatever the run trained in."""
+    return registry.build_network(config, "generator", dtype=compute_dtype)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,7 +171,7 @@ def abstract_params(module: DenseMappingNetwork, resolution: int, sharding: jax.
 def _check_stored_params(item_dir: Path, stored: Any, expected: Any) -> None:
     """Compares the stored generator's parameter names and shapes (orbax metadata tree) with the
     config's network (`expected`: ShapeDtypeStructs)."""
-    if not hasattr(stored, "keys") or "params" not in stored.keys():
+    if not hasattr(stored, "keys") or "params" not in stored:
         raise ValueError(f"{item_dir}: the generator item holds no 'params' (is this a NetState checkpoint?)")
     stored_shapes = {k: tuple(v.shape) for k, v in flax.traverse_util.flatten_dict(dict(stored["params"])).items()}
     expected_shapes = {k: tuple(v.shape) for k, v in flax.traverse_util.flatten_dict(expected).items()}
@@ -447,9 +443,10 @@ def tfds_requests(name: str, split: str, resolution: int, data_dir: str | None =
                   transfer: Sequence[int] | None = None, limit: int | None = None) -> Iterator[EditRequest]:
     """Edit requests over a TFDS split of celebamask_hq: face i takes the mask of face i + 1 (the last
     wraps to the first), whole (style copy) or only the `transfer` classes."""
-    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel  (slow; only here)
+    import tensorflow_datasets as tfds  # slow; only here
 
-    import tfds_celebamask  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import  (registers it)
+    from tfds_celebamask import register
+    register()
 
     source = tfds.data_source(name, split=split, data_dir=data_dir)
     count = len(source) if limit is None else min(limit, len(source))

@@ -45,10 +45,11 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
-import tfds_celebamask  # noqa: F401  (registers celebamask_hq)
-from tfds_celebamask import labels
+import tfds_celebamask
+from maskgan_jax.sharding import DATA_AXIS
+from tfds_celebamask.labels import flip_example
 
-_FLIP_PERMUTATION = labels.flip_permutation()  # new label = perm[old label]
+tfds_celebamask.register()  # tfds.data_source finds celebamask_hq by name
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -66,14 +67,6 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 # ----------------------------------------------------------------------------- per example
-
-
-def flip_example(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mirrors image (H, W, C) and label map mask (H, W[, 1]) left-right.
-
-    The person's left becomes their right, so l_eye/r_eye, l_brow/r_brow and l_ear/r_ear swap.
-    """
-    return image[:, ::-1], _FLIP_PERMUTATION[mask[:, ::-1]].astype(mask.dtype)
 
 
 class RandomFlip(grain.transforms.RandomMap):
@@ -277,7 +270,7 @@ class GlobalBatchIterator:
 def create_iterator(
     config: ml_collections.ConfigDict,
     mesh: Mesh,
-    data_axis="data",
+    data_axis=DATA_AXIS,
     shard_options: list[grain.sharding.ShardOptions] | None = None,
 ) -> GlobalBatchIterator:
     """The training input: global batches from `config` (see the module docstring).

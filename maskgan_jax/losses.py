@@ -5,8 +5,8 @@ scales (num_D), each a list of that scale's feature maps (N, h, w, C_j) in layer
 the patch logits (N, h, w, 1), no sigmoid. Reductions follow pix2pixHD (``nn.MSELoss``/``L1Loss``
 means): a mean over all elements of one tensor, then sums over scales and layers.
 
-The loss weights lambda_feat and lambda_percept (10 each) are applied by the caller, as in
-pix2pixHD, not here. Everything is computed in float32, whatever the input dtype.
+The terms' weights (config.loss.weights) are applied by `maskgan_jax.objective`, as in pix2pixHD,
+not here. Everything is computed in float32, whatever the input dtype.
 """
 
 from __future__ import annotations
@@ -21,10 +21,6 @@ from maskgan_jax.models.vgg import VGG19Features
 
 ScaleOutputs = Sequence[jax.Array]  # one D scale: intermediate features ..., patch logits
 MultiScaleOutputs = Sequence[ScaleOutputs]
-
-#: pix2pixHD VGGLoss weights of relu1_1, relu2_1, relu3_1, relu4_1, relu5_1.
-PERCEPTUAL_WEIGHTS = (1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0)
-
 
 def l1(a: jax.Array, b: jax.Array) -> jax.Array:
     """Mean absolute difference over all elements (``nn.L1Loss``); a, b of one shape."""
@@ -65,30 +61,26 @@ def lsgan_generator_loss(fake_outputs: MultiScaleOutputs) -> jax.Array:
     return lsgan_loss(fake_outputs, True)
 
 
-def feature_matching_loss(real_outputs: MultiScaleOutputs, fake_outputs: MultiScaleOutputs,
-                          num_d: int, n_layers: int) -> jax.Array:
-    """pix2pixHD's discriminator feature matching loss (before lambda_feat).
+def feature_matching_loss(real_outputs: MultiScaleOutputs, fake_outputs: MultiScaleOutputs) -> jax.Array:
+    """pix2pixHD's discriminator feature matching loss (before its weight).
 
-    Sum over scales s and all layers j but the last (the logits) of
-    (1 / num_d) * (4 / (n_layers + 1)) * mean|fake_s,j - stop_gradient(real_s,j)|.
-    num_d: number of D scales (must equal len(outputs)); n_layers: n_layers_D (3 in the
-    reference, whose D returns n_layers + 2 maps per scale, so the weights sum to 1 per scale).
+    Sum over scales s and all maps j but the last (the logits) of
+    (1 / num_d) * (4 / (n_layers + 1)) * mean|fake_s,j - stop_gradient(real_s,j)|,
+    where num_d = len(outputs) and n_layers + 1 = the number of feature maps of a scale (the
+    reference D, n_layers_D = 3, returns n_layers + 2 maps per scale, the logits last).
     """
     _check_scales(real_outputs, fake_outputs)
-    if len(real_outputs) != num_d:
-        raise ValueError(f"feature_matching_loss got {len(real_outputs)} discriminator scales; "
-                         f"expected num_d={num_d}")
-    weight = (1.0 / num_d) * (4.0 / (n_layers + 1))
     total = jnp.zeros((), jnp.float32)
     for real_scale, fake_scale in zip(real_outputs, fake_outputs):
+        weight = (1.0 / len(real_outputs)) * (4.0 / (len(real_scale) - 1))
         for real_feature, fake_feature in zip(real_scale[:-1], fake_scale[:-1]):
             total += weight * l1(fake_feature, jax.lax.stop_gradient(real_feature))
     return total
 
 
 def perceptual_loss(features_real: Sequence[jax.Array], features_fake: Sequence[jax.Array],
-                    weights: Sequence[float] = PERCEPTUAL_WEIGHTS) -> jax.Array:
-    """pix2pixHD ``VGGLoss`` on given features (before lambda_percept).
+                    weights: Sequence[float]) -> jax.Array:
+    """pix2pixHD ``VGGLoss`` on given features (before its weight).
 
     features_*: the VGG activations relu1_1 ... relu5_1, (N, H_i, W_i, C_i) each.
     Returns sum_i weights[i] * mean|fake_i - stop_gradient(real_i)| (pix2pixHD detaches y).
@@ -101,13 +93,12 @@ def perceptual_loss(features_real: Sequence[jax.Array], features_fake: Sequence[
 
 
 def vgg_perceptual_loss(vgg_params, real_images: jax.Array, fake_images: jax.Array,
-                        vgg: VGG19Features = VGG19Features(),
-                        weights: Sequence[float] = PERCEPTUAL_WEIGHTS) -> jax.Array:
+                        vgg: VGG19Features, weights: Sequence[float]) -> jax.Array:
     """Perceptual loss of fake vs real images (N, H, W, 3) in [-1, 1] through the frozen VGG19.
 
     vgg_params: the tree from ``models.vgg.load_vgg19_params``; wrapped in stop_gradient here, so
     VGG19 stays frozen even if differentiated. Real and fake go through VGG19 as one batch (2N).
-    Gradients flow to fake_images only.
+    Gradients flow to fake_images only. weights: one per VGG layer (config.loss.perceptual_layer_weights).
     """
     frozen_params = jax.lax.stop_gradient(vgg_params)
     images = jnp.concatenate([jax.lax.stop_gradient(real_images), fake_images], axis=0)

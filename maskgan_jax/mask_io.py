@@ -12,7 +12,7 @@ On disk a mask is either
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 from PIL import Image
@@ -167,12 +167,12 @@ def transfer_classes(target: np.ndarray, other: np.ndarray, classes: Iterable[in
     Returns:
       The wanted label map, uint8 (H, W).
     """
-    from scipy import ndimage  # pylint: disable=import-outside-toplevel  (scipy ships with jax)
+    from scipy import ndimage  # scipy ships with jax
 
     target, other = check_labels(target, "target mask"), check_labels(other, "other mask")
     if target.shape != other.shape:
         raise ValueError(f"target mask {target.shape} and other mask {other.shape} differ in size; resize first")
-    classes = np.asarray(sorted(set(int(c) for c in classes)), dtype=np.int64)
+    classes = np.asarray(sorted({int(c) for c in classes}), dtype=np.int64)
     vacated = np.isin(target, classes)
     wanted = target.copy()
     if vacated.any():

@@ -9,7 +9,7 @@ Rows: the first examples of the batch. Columns by phase:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

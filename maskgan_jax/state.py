@@ -8,17 +8,19 @@ rules give its shardings, and `jax.jit(init, out_shardings=...)` materialises it
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import flax
 import jax
-import jax.numpy as jnp
 import ml_collections
 import optax
 
 from maskgan_jax import sharding as sharding_lib
-from maskgan_jax.models import AlphaBlender, DenseMappingNetwork, MaskVAE, MultiScaleDiscriminator
+from maskgan_jax.models import AlphaBlender, DenseMappingNetwork, MaskVAE, MultiScaleDiscriminator, registry
 
+# The networks MaskGAN trains, by config block (`config.model.<name>`). The order fixes each
+# network's init key (`init_rng`): append, never reorder.
 NETWORKS = ("generator", "discriminator", "mask_vae", "blender")
 
 
@@ -51,25 +53,9 @@ class Networks:
     blender: AlphaBlender
 
 
-def compute_dtype(config: ml_collections.ConfigDict) -> jnp.dtype:
-    name = config.model.compute_dtype
-    if name not in ("float32", "bfloat16"):
-        raise ValueError(f"config.model.compute_dtype: expected 'float32' or 'bfloat16', got {name!r}")
-    return jnp.dtype(name)
-
-
 def build_networks(config: ml_collections.ConfigDict) -> Networks:
-    """Instantiates every network from `config.model`, `config.resolution` and `config.num_classes`."""
-    dtype = compute_dtype(config)
-    model = config.model
-    return Networks(
-        generator=DenseMappingNetwork(num_classes=config.num_classes, dtype=dtype,
-                                      **{**model.generator, "encoder_widths": tuple(model.generator.encoder_widths)}),
-        discriminator=MultiScaleDiscriminator(dtype=dtype, **model.discriminator),
-        mask_vae=MaskVAE(num_classes=config.num_classes, resolution=config.resolution, dtype=dtype,
-                         **model.mask_vae),
-        blender=AlphaBlender(dtype=dtype, **model.blender),
-    )
+    """Every network of NETWORKS from its `config.model` block, through the registry."""
+    return Networks(**{name: registry.build_network(config, name) for name in NETWORKS})
 
 
 def learning_rate_schedule(phase: ml_collections.ConfigDict) -> optax.Schedule:
@@ -85,16 +71,6 @@ def optimizer(phase: ml_collections.ConfigDict) -> optax.GradientTransformation:
     return optax.adam(learning_rate_schedule(phase), b1=phase.b1, b2=phase.b2, eps=phase.eps)
 
 
-def example_inputs(config: ml_collections.ConfigDict, batch: int = 1) -> dict[str, jax.Array]:
-    """Zero inputs of the training shapes, for initialisation."""
-    size = config.resolution
-    return {
-        "image": jnp.zeros((batch, size, size, 3), jnp.float32),
-        "mask": jnp.zeros((batch, size, size, config.num_classes), jnp.float32),
-        "pair": jnp.zeros((batch, size, size, config.num_classes + 3), jnp.float32),
-    }
-
-
 def init_rng(name: str, config: ml_collections.ConfigDict) -> jax.Array:
     """The PRNG key network `name` is initialised from: config.seed folded with its index in NETWORKS."""
     return jax.random.fold_in(jax.random.key(config.seed), NETWORKS.index(name))
@@ -103,17 +79,9 @@ def init_rng(name: str, config: ml_collections.ConfigDict) -> jax.Array:
 def init_variables(name: str, networks: Networks, config: ml_collections.ConfigDict,
                    rng: jax.Array) -> dict[str, Any]:
     """Initial variables of network `name` (see NETWORKS)."""
-    x = example_inputs(config)
-    if name == "generator":
-        return networks.generator.init(rng, x["image"], x["mask"], x["mask"])
-    if name == "discriminator":
-        return networks.discriminator.init(rng, x["pair"])
-    if name == "mask_vae":
-        params_rng, reparam_rng = jax.random.split(rng)
-        return networks.mask_vae.init({"params": params_rng, "reparam": reparam_rng}, x["mask"], train=False)
-    if name == "blender":
-        return networks.blender.init(rng, x["image"], x["image"])
-    raise ValueError(f"unknown network {name!r}; expected one of {NETWORKS}")
+    if name not in NETWORKS:
+        raise ValueError(f"unknown network {name!r}; expected one of {NETWORKS}")
+    return registry.init_variables(config, name, getattr(networks, name), rng)
 
 
 def new_net_state(variables: dict[str, Any], tx: optax.GradientTransformation | None) -> NetState:
@@ -132,6 +100,15 @@ def create_sharded(make: Callable[[], Any], mesh: jax.sharding.Mesh, min_sharded
     abstract = jax.eval_shape(make)
     shardings = sharding_lib.state_shardings(abstract, mesh, min_sharded_size)
     return jax.jit(make, out_shardings=shardings)(), shardings
+
+
+def create_state(name: str, networks: Networks, config: ml_collections.ConfigDict,
+                 tx: optax.GradientTransformation | None, mesh: jax.sharding.Mesh) -> tuple[NetState, Any]:
+    """Network `name`'s fresh state (initial variables from `init_rng`, optimiser state of `tx`),
+    created directly in its shardings on `mesh`. Returns (state, shardings)."""
+    rng = init_rng(name, config)
+    return create_sharded(lambda: new_net_state(init_variables(name, networks, config, rng), tx), mesh,
+                          config.mesh.fsdp_min_weight_size)
 
 
 def abstract_with_shardings(abstract: Any, shardings: Any) -> Any:

@@ -15,7 +15,9 @@ checkpoint intervals and stops the run (see `train.py`), so no checkpoint ever h
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import functools
+from typing import Any
+from collections.abc import Callable
 
 import flax
 import jax
@@ -23,8 +25,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from maskgan_jax import losses
-from maskgan_jax.models import VGG19Features, one_hot_mask
+from maskgan_jax import losses, objective
+from maskgan_jax.models import one_hot_mask, registry
 from maskgan_jax.state import NetState, Networks
 
 Metrics = dict[str, jax.Array]
@@ -79,7 +81,8 @@ def _step_rng(seed: int, step: jax.Array, stream: int) -> jax.Array:
 
 def make_maskvae_step(networks: Networks, config: ml_collections.ConfigDict,
                       tx: optax.GradientTransformation) -> Step:
-    """MaskVAE pretraining: pixel-wise cross-entropy + lambda_kl * KL(q(z|M) || N(0, I))."""
+    """MaskVAE pretraining: objective.MASK_VAE_TERMS (pixel-wise cross-entropy, KL(q(z|M) || N(0, I)))
+    weighted by config.loss.weights."""
     vae = networks.mask_vae
 
     def step_fn(states, guard, batch, step, vgg_params):
@@ -91,11 +94,11 @@ def make_maskvae_step(networks: Networks, config: ml_collections.ConfigDict,
             (logits, mean, logvar), updated = vae.apply(
                 {"params": params, "batch_stats": state.batch_stats}, masks, True,
                 rngs={"reparam": _step_rng(config.seed, step, 0)}, mutable=["batch_stats"])
-            cross_entropy = losses.mask_cross_entropy(logits, batch["mask"])
-            kl = losses.kl_to_standard_normal(mean, logvar)
+            total, terms = objective.weighted_terms(
+                objective.MASK_VAE_TERMS, config.loss.weights,
+                objective.MaskVAEInputs(logits=logits, labels=batch["mask"], mean=mean, logvar=logvar))
             accuracy = jnp.mean((jnp.argmax(logits, -1) == batch["mask"]).astype(jnp.float32))
-            terms = {"cross_entropy": cross_entropy, "kl": kl}
-            return cross_entropy + config.loss.lambda_kl * kl, (terms, accuracy, updated["batch_stats"])
+            return total, (terms, accuracy, updated["batch_stats"])
 
         (total, (terms, accuracy, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         new = {**states, "mask_vae": _apply_gradients(state, grads, tx, batch_stats)}
@@ -110,45 +113,27 @@ def make_maskvae_step(networks: Networks, config: ml_collections.ConfigDict,
 # ----------------------------------------------------------------------------------------- GAN
 
 
-def _pair(mask_onehot: jax.Array, image: jax.Array) -> jax.Array:
-    """D's input: concat(one-hot mask, image), (N, H, W, num_classes + 3)."""
-    return jnp.concatenate([mask_onehot, image.astype(mask_onehot.dtype)], axis=-1)
-
-
-def _generator_terms(networks: Networks, config: ml_collections.ConfigDict, d_params: Any, condition: jax.Array,
-                     real: jax.Array, fake: jax.Array, vgg_params: Any) -> dict[str, jax.Array]:
-    """Section 3's objective terms for G (before weighting): adversarial, feature matching, perceptual
-    (when VGG19 weights are given), and L1 to the target (when config.loss.lambda_l1 > 0).
+def _generator_objective(networks: Networks, config: ml_collections.ConfigDict, d_params: Any,
+                         condition: jax.Array, real: jax.Array, fake: jax.Array,
+                         vgg_params: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Section 3's objective for G: objective.GENERATOR_TERMS weighted by config.loss.weights.
 
     condition: one-hot mask (N,H,W,C) the images should follow; real/fake: (N,H,W,3) in [-1, 1].
+    Returns (total, {term: unweighted value}).
     """
-    d = networks.discriminator
-    real_outputs = d.apply({"params": d_params}, _pair(condition, real))
-    fake_outputs = d.apply({"params": d_params}, _pair(condition, fake))
-    terms = {
-        "adversarial": losses.lsgan_generator_loss(fake_outputs),
-        "feature_matching": losses.feature_matching_loss(real_outputs, fake_outputs, d.num_d, d.n_layers),
-    }
-    if config.loss.lambda_l1:
-        terms["l1"] = losses.l1(fake, real)
-    if vgg_params is not None:
-        vgg = VGG19Features(input_mode=config.loss.vgg_input_mode, dtype=networks.generator.dtype)
-        terms["perceptual"] = losses.vgg_perceptual_loss(vgg_params, real, fake, vgg=vgg,
-                                                         weights=tuple(config.loss.perceptual_layer_weights))
-    return terms
-
-
-def _weighted_total(terms: dict[str, jax.Array], loss_config: ml_collections.ConfigDict) -> jax.Array:
-    weights = {"adversarial": 1.0, "feature_matching": loss_config.lambda_feat,
-               "perceptual": loss_config.lambda_percept, "l1": loss_config.lambda_l1}
-    return sum(weights[name] * value for name, value in terms.items())
+    dtype = registry.compute_dtype(config.model.compute_dtype)
+    inputs = objective.GeneratorInputs(
+        condition=condition, real=real, fake=fake, discriminator=networks.discriminator, d_params=d_params,
+        vgg=objective.vgg_for(config, dtype), vgg_params=vgg_params,
+        perceptual_layer_weights=tuple(config.loss.perceptual_layer_weights))
+    return objective.weighted_terms(objective.GENERATOR_TERMS, config.loss.weights, inputs)
 
 
 def _discriminator_loss(networks: Networks, d_params: Any, condition: jax.Array, real: jax.Array,
                         fake: jax.Array) -> jax.Array:
-    d = networks.discriminator
-    real_outputs = d.apply({"params": d_params}, _pair(condition, real))
-    fake_outputs = d.apply({"params": d_params}, _pair(condition, jax.lax.stop_gradient(fake)))
+    apply = functools.partial(networks.discriminator.apply, {"params": d_params})
+    real_outputs = apply(objective.discriminator_input(condition, real))
+    fake_outputs = apply(objective.discriminator_input(condition, jax.lax.stop_gradient(fake)))
     return losses.lsgan_discriminator_loss(real_outputs, fake_outputs)
 
 
@@ -168,8 +153,8 @@ def make_dmn_step(networks: Networks, config: ml_collections.ConfigDict, g_tx: o
 
         def g_loss_fn(g_params):
             fake = g.apply({"params": g_params}, image, mask, mask).astype(jnp.float32)
-            terms = _generator_terms(networks, config, d_params, mask, image, fake, vgg_params)
-            return _weighted_total(terms, config.loss), (terms, fake)
+            total, terms = _generator_objective(networks, config, d_params, mask, image, fake, vgg_params)
+            return total, (terms, fake)
 
         (g_total, (g_terms, fake)), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(states["generator"].params)
         d_total, d_grads = jax.value_and_grad(
@@ -243,8 +228,8 @@ def make_ebst_stage2_step(networks: Networks, config: ml_collections.ConfigDict,
         def gb_loss_fn(gb_params):
             g_params, b_params = gb_params
             _, _, blend = blend_edits(networks, g_params, b_params, image, mask, inter_onehot, outer_onehot)
-            terms = _generator_terms(networks, config, d_params, mask, image, blend, vgg_params)
-            return _weighted_total(terms, config.loss), (terms, blend)
+            total, terms = _generator_objective(networks, config, d_params, mask, image, blend, vgg_params)
+            return total, (terms, blend)
 
         gb_params = (states["generator"].params, states["blender"].params)
         (gb_total, (terms, blend)), (g_grads, b_grads) = jax.value_and_grad(gb_loss_fn, has_aux=True)(gb_params)

@@ -1,6 +1,6 @@
 """The training loop over MaskGAN's phases: MaskVAE pretraining -> DMN -> EBST.
 
-    train_and_evaluate(config, workdir)
+    train(config, workdir)
 
 Each phase resumes from its own latest checkpoint, or starts from the previous phases' final
 checkpoints (or the checkpoints named in `config.init_from`). A phase whose latest checkpoint is at
@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -24,19 +23,12 @@ from clu import metric_writers, parameter_overview, periodic_actions
 
 from maskgan_jax import checkpoint as ckpt
 from maskgan_jax import data as data_lib
-from maskgan_jax import input_pipeline, previews
+from maskgan_jax import input_pipeline, objective, previews
 from maskgan_jax import sharding as sharding_lib
 from maskgan_jax import state as state_lib
 from maskgan_jax import steps as steps_lib
 from maskgan_jax.models import load_vgg19_params
-
-PHASES = ("maskvae", "dmn", "ebst")
-# Networks each phase trains, and those it uses frozen.
-TRAINED = {"maskvae": ("mask_vae",), "dmn": ("generator", "discriminator"),
-           "ebst": ("generator", "discriminator", "blender")}
-FROZEN = {"maskvae": (), "dmn": (), "ebst": ("mask_vae",)}
-# Where a network comes from when a phase starts: the phase that last trained it.
-SOURCE_PHASE = {"mask_vae": "maskvae", "generator": "dmn", "discriminator": "dmn"}
+from maskgan_jax.phases import FROZEN, PHASES, SOURCE_PHASE, TRAINED
 
 
 class NonFiniteError(RuntimeError):
@@ -51,7 +43,7 @@ class PhaseResult:
     metrics: dict[str, float]
 
 
-class _StopRequest:
+class StopRequest:
     """SIGTERM (or Orbax's preemption notice on multi-host runs) asks the loop to save and exit 0."""
 
     def __init__(self):
@@ -79,34 +71,26 @@ class _StopRequest:
 
 
 def _any_process(flag: bool) -> bool:
-    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    from jax.experimental import multihost_utils
     return bool(np.any(multihost_utils.process_allgather(np.array(flag))))
 
 
 def _vgg_params(config: ml_collections.ConfigDict, mesh) -> Any:
-    """The frozen VGG19 weights, replicated on the mesh; None turns the perceptual term off."""
-    path = config.loss.vgg19_weights
-    if path is None or config.loss.lambda_percept == 0:
-        if config.loss.require_vgg19 and config.loss.lambda_percept != 0:
-            raise FileNotFoundError(
-                "config.loss.vgg19_weights is not set, and this config needs the VGG19 perceptual loss. "
-                "Make the weights file once, from Keras' ImageNet VGG19 (h5) or torchvision's (state_dict):\n"
-                "  python -m maskgan_jax.convert_vgg19 --keras_h5=vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5 "
-                "--out=vgg19.npz\n  python -m maskgan_jax.convert_vgg19 --torch_state_dict=vgg19-dcbb9e9d.pth "
-                "--out=vgg19.npz\nthen pass --config.loss.vgg19_weights=vgg19.npz (or set "
-                "--config.loss.lambda_percept=0 to train without it).")
-        logging.warning("No VGG19 weights (config.loss.vgg19_weights): the perceptual loss is off.")
+    """The frozen VGG19 weights, replicated on the mesh; None when the perceptual term is weighted 0."""
+    if config.loss.weights.perceptual == 0:
         return None
+    path = config.loss.vgg19_weights
+    if path is None:
+        raise FileNotFoundError(
+            "config.loss.vgg19_weights is not set, and config.loss.weights.perceptual > 0 needs the VGG19 "
+            "perceptual loss. Make the weights file once, from Keras' ImageNet VGG19 (h5) or torchvision's "
+            "(state_dict):\n"
+            "  python -m maskgan_jax.convert_vgg19 --keras_h5=vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5 "
+            "--out=vgg19.npz\n  python -m maskgan_jax.convert_vgg19 --torch_state_dict=vgg19-dcbb9e9d.pth "
+            "--out=vgg19.npz\nthen pass --config.loss.vgg19_weights=vgg19.npz (or set "
+            "--config.loss.weights.perceptual=0 to train without it).")
     params = load_vgg19_params(path)
     return jax.device_put(params, sharding_lib.replicated(mesh))
-
-
-def _fresh_state(name: str, networks: state_lib.Networks, config: ml_collections.ConfigDict,
-                 tx, mesh) -> tuple[state_lib.NetState, Any]:
-    rng = state_lib.init_rng(name, config)
-    return state_lib.create_sharded(
-        lambda: state_lib.new_net_state(state_lib.init_variables(name, networks, config, rng), tx), mesh,
-        config.mesh.fsdp_min_weight_size)
 
 
 def _source(name: str, phase: str, config: ml_collections.ConfigDict, workdir: Path) -> str | Path | None:
@@ -123,14 +107,15 @@ def _source(name: str, phase: str, config: ml_collections.ConfigDict, workdir: P
     return workdir
 
 
-def _initial_states(phase: str, networks, config, workdir: Path, txs: dict[str, Any], mesh):
-    """States of every network the phase touches, and their shardings. Parameters (and BatchNorm
-    statistics) come from `_source` when it names one; optimiser states always start fresh."""
+def initial_states(phase: str, networks, config, workdir: Path, txs: dict[str, Any], mesh):
+    """States of every network the phase touches (phases.TRAINED and FROZEN), and their shardings.
+    Parameters (and BatchNorm statistics) come from `_source` when it names one; optimiser states
+    always start fresh. txs: the optimiser of each trained network."""
     states, shardings = {}, {}
     for name in TRAINED[phase] + FROZEN[phase]:
         # Frozen networks carry an (unused) optimiser state too, so every checkpoint item has one shape.
         tx = txs.get(name) or state_lib.optimizer(config.phases[phase])
-        fresh, shardings[name] = _fresh_state(name, networks, config, tx, mesh)
+        fresh, shardings[name] = state_lib.create_state(name, networks, config, tx, mesh)
         source = _source(name, phase, config, workdir)
         if source is not None:
             target = state_lib.abstract_with_shardings(jax.eval_shape(lambda f=fresh: f), shardings[name])
@@ -141,7 +126,7 @@ def _initial_states(phase: str, networks, config, workdir: Path, txs: dict[str, 
     return states, shardings
 
 
-def _compile_steps(phase: str, networks, config, txs, state_shardings, guard_sharding, mesh):
+def compile_steps(phase: str, networks, config, txs, state_shardings, guard_sharding, mesh):
     """The phase's jitted steps (stage 1 and 2 for EBST), sharded and donating the state."""
     batch = sharding_lib.batch_sharding(mesh)
     batch_shardings = {"image": batch, "mask": batch, "mask_ref": batch}
@@ -180,7 +165,7 @@ def _lr_metrics(phase: str, config: ml_collections.ConfigDict, step: int) -> dic
 
 
 def train_phase(phase: str, config: ml_collections.ConfigDict, workdir: Path, mesh, networks,
-                vgg_params, stop: _StopRequest) -> PhaseResult:
+                vgg_params, stop: StopRequest) -> PhaseResult:
     """Runs (or resumes) one phase to its last step, or until a stop request."""
     phase_config = config.phases[phase]
     num_steps = phase_config.num_steps
@@ -191,7 +176,7 @@ def train_phase(phase: str, config: ml_collections.ConfigDict, workdir: Path, me
         return PhaseResult(phase, latest, False, {})
 
     txs = {name: state_lib.optimizer(phase_config) for name in TRAINED[phase]}
-    states, state_shardings = _initial_states(phase, networks, config, workdir, txs, mesh)
+    states, state_shardings = initial_states(phase, networks, config, workdir, txs, mesh)
     guard = jax.device_put(steps_lib.Guard.create(), sharding_lib.replicated(mesh))
     guard_sharding = jax.tree_util.tree_map(lambda _: sharding_lib.replicated(mesh), guard)
     iterator = input_pipeline.create_iterator(data_lib.pipeline_config(config, phase, workdir), mesh,
@@ -209,13 +194,13 @@ def train_phase(phase: str, config: ml_collections.ConfigDict, workdir: Path, me
     if start == 0:
         for name, s in states.items():
             parameter_overview.log_parameter_overview(s.params, msg=f"phase {phase}: {name}")
-        writer.write_hparams({k: v for k, v in _flatten_config(config).items()})
+        writer.write_hparams(_flatten_config(config))
     hooks = [periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
                                              every_steps=phase_config.log_every_steps)]
     if config.profile_steps and is_lead:
         hooks.append(periodic_actions.Profile(num_profile_steps=config.profile_steps,
                                               logdir=str(workdir / "profile" / phase), first_profile=start + 10))
-    step_fns = _compile_steps(phase, networks, config, txs, state_shardings, guard_sharding, mesh)
+    step_fns = compile_steps(phase, networks, config, txs, state_shardings, guard_sharding, mesh)
     preview_fn = previews.make_preview_fn(phase, networks, config, mesh)
 
     metrics, host_metrics, preempted, step = {}, {}, False, start
@@ -263,9 +248,10 @@ def _flatten_config(config: ml_collections.ConfigDict, prefix: str = "") -> dict
     return flat
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> list[PhaseResult]:
+def train(config: ml_collections.ConfigDict, workdir: str | Path) -> list[PhaseResult]:
     """Runs every phase with num_steps > 0, in order. Returns each phase's result; stops early (and
     returns) when a stop was requested, after saving."""
+    objective.check_weights(config.loss.weights)
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     data_lib.prepare_dataset(config, workdir)
@@ -275,7 +261,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                          f"the {mesh.size} devices of the mesh {dict(mesh.shape)}")
     networks = state_lib.build_networks(config)
     vgg_params = _vgg_params(config, mesh)
-    stop = _StopRequest()
+    stop = StopRequest()
     stop.install()
     results = []
     try:

@@ -8,15 +8,15 @@ if "xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
     os.environ["XLA_FLAGS"] += " --xla_force_host_platform_device_count=8"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import maskgan_jax  # noqa: E402,F401  (sets the XLA:CPU flags before JAX starts)
-import jax  # noqa: E402
+import maskgan_jax  # noqa: F401  (sets the XLA:CPU flags before JAX starts)
+import jax
 
 # Tests run tiny shapes once each: compile time dominates, so skip most XLA optimisations.
 jax.config.update("jax_disable_most_optimizations", True)
 
-import pathlib  # noqa: E402
+import pathlib
 
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture(scope="session")
@@ -32,8 +32,8 @@ def compilation_cache(tmp_path_factory) -> pathlib.Path:
 @pytest.fixture(scope="session")
 def smoke_data_dir(tmp_path_factory) -> pathlib.Path:
     """The smoke config's synthetic dataset, built once per session; returns its TFDS data_dir."""
-    from configs import ebst  # pylint: disable=import-outside-toplevel
-    from maskgan_jax import data  # pylint: disable=import-outside-toplevel
+    from configs import ebst
+    from maskgan_jax import data
 
     workdir = tmp_path_factory.mktemp("smoke_data")
     data.prepare_dataset(ebst.get_config("smoke"), workdir)

@@ -19,7 +19,6 @@ from PIL import Image
 import pytest
 import tensorflow_datasets as tfds
 
-import tfds_celebamask  # noqa: F401  (registers celebamask_hq)
 from tfds_celebamask import build as build_lib
 from tfds_celebamask import labels
 from tfds_celebamask.celebamask_hq import celebamask_hq_dataset_builder as cmhq

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from configs import ebst as ebst_config
-from maskgan_jax import evaluate, input_pipeline
+from maskgan_jax import evaluate
 from maskgan_jax.benchmarks import dmn_convergence
 from tfds_celebamask import labels
 
@@ -18,11 +18,10 @@ def test_sample_batch_flips_image_and_labels_like_the_input_pipeline():
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (1, RESOLUTION, RESOLUTION, 3), dtype=np.uint8)
     mask = rng.integers(0, labels.NUM_CLASSES, (1, RESOLUTION, RESOLUTION), dtype=np.uint8)
-    flipped_image, flipped_mask = input_pipeline.flip_example(image[0], mask[0])
-    batch = dmn_convergence.sample_batch(np.random.default_rng(1), image, mask, labels.flip_permutation(),
-                                         batch_size=16, random_flip=True)
+    flipped_image, flipped_mask = labels.flip_example(image[0], mask[0])
+    batch = dmn_convergence.sample_batch(np.random.default_rng(1), image, mask, batch_size=16, random_flip=True)
     assert batch["image"].dtype == np.float32 and batch["mask"].dtype == np.int32
-    as_model_input = lambda x: x.astype(np.float32) / np.float32(127.5) - np.float32(1)  # noqa: E731
+    as_model_input = lambda x: x.astype(np.float32) / np.float32(127.5) - np.float32(1)
     was_flipped = [not np.array_equal(m, mask[0]) for m in batch["mask"]]
     assert 0 < sum(was_flipped) < 16  # both kinds drawn (seeded)
     for image_out, mask_out, flipped in zip(batch["image"], batch["mask"], was_flipped):
@@ -37,7 +36,7 @@ def test_train_then_score_on_the_smoke_config(tmp_path, capsys):
     data = tmp_path / "data.npz"
     np.savez(data, images=rng.integers(0, 256, (8, RESOLUTION, RESOLUTION, 3), dtype=np.uint8),
              masks=rng.integers(0, labels.NUM_CLASSES, (8, RESOLUTION, RESOLUTION), dtype=np.uint8),
-             flip_permutation=labels.flip_permutation(), num_per_edit=1,
+             num_per_edit=1,
              bench_images=np.stack([e.target_image for e in held_out]),
              bench_labels_t=np.stack([e.target_labels for e in held_out]),
              bench_labels_src=np.stack([e.wanted_labels for e in held_out]))

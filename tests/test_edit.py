@@ -156,7 +156,7 @@ def test_editor_matches_the_generator_and_keep_unedited_keeps_the_target(workdir
     assert result.shape == kept.shape == (3, RESOLUTION, RESOLUTION, 3) and result.dtype == np.uint8
 
     module = editor.loaded.module
-    one_hot = lambda m: np.eye(labels.NUM_CLASSES, dtype=np.float32)[m]  # noqa: E731
+    one_hot = lambda m: np.eye(labels.NUM_CLASSES, dtype=np.float32)[m]
     generated = module.apply({"params": states["ebst"].params}, images.astype(np.float32) / 127.5 - 1,
                              one_hot(labels_t), one_hot(labels_src))
     expected = np.clip(np.round((np.asarray(generated, np.float64) + 1) * 127.5), 0, 255)

@@ -86,7 +86,7 @@ def test_flip_swaps_left_and_right_labels():
         [R_EAR, SKIN, 0, L_EAR],
     ], np.uint8)[..., None]
     image = np.arange(3 * 4 * 3, dtype=np.uint8).reshape(3, 4, 3)
-    flipped_image, flipped_mask = input_pipeline.flip_example(image, mask)
+    flipped_image, flipped_mask = labels.flip_example(image, mask)
     expected_mask = np.array([
         [R_BROW, HAIR, 0, L_BROW],  # mirrored l_brow (now on the left) is the new r_brow
         [R_EYE, SKIN, SKIN, L_EYE],
@@ -95,7 +95,7 @@ def test_flip_swaps_left_and_right_labels():
     np.testing.assert_array_equal(flipped_mask, expected_mask)
     assert flipped_mask.dtype == np.uint8
     np.testing.assert_array_equal(flipped_image, image[:, [3, 2, 1, 0]])
-    twice = input_pipeline.flip_example(flipped_image, flipped_mask)
+    twice = labels.flip_example(flipped_image, flipped_mask)
     np.testing.assert_array_equal(twice[0], image)
     np.testing.assert_array_equal(twice[1], mask)
 
@@ -187,7 +187,7 @@ def test_global_batch_on_one_device_mesh(data_dir, source_examples, axis_type):
             assert batch[key].shape == shape and batch[key].dtype == dtype
             assert batch[key].sharding.is_equivalent_to(NamedSharding(mesh, P("data")), len(shape))
         image, mask, mask_ref = (np.asarray(batch[k]) for k in ("image", "mask", "mask_ref"))
-        assert -1 <= image.min() and image.max() <= 1 and 0 <= mask.min() and mask.max() < labels.NUM_CLASSES
+        assert image.min() >= -1 and image.max() <= 1 and mask.min() >= 0 and mask.max() < labels.NUM_CLASSES
         np.testing.assert_array_equal(mask_ref, mask[[2, 0, 1]])  # mask_ref[i] = mask[i - 1]
         ids = [identify(image[i], mask[i], source_examples)[0] for i in range(3)]
         if step == 0:  # within one epoch, so every mask_ref comes from another face
@@ -294,4 +294,5 @@ def test_logical_shards_make_batches_independent_of_process_count(data_dir):
 
 def test_process_shards_default_and_errors():
     assert [s.shard_index for s in input_pipeline.process_shards(None)] == [0]
-    assert [(s.shard_index, s.shard_count) for s in input_pipeline.process_shards(4)] == [(0, 4), (1, 4), (2, 4), (3, 4)]
+    shards = [(s.shard_index, s.shard_count) for s in input_pipeline.process_shards(4)]
+    assert shards == [(0, 4), (1, 4), (2, 4), (3, 4)]

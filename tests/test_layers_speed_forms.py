@@ -141,7 +141,7 @@ def test_fast_form_bfloat16_gradients(name):
 
 def test_spatial_sums_are_per_sample_and_channel():
     x = np.random.default_rng(0).normal(size=(3, 4, 5, 6))
-    got = layers._spatial_sums(jnp.asarray(x, jnp.float32))  # pylint: disable=protected-access
+    got = layers._spatial_sums(jnp.asarray(x, jnp.float32))
     np.testing.assert_allclose(np.asarray(got), x.sum(axis=(1, 2)), atol=1e-5)
 
 
@@ -165,9 +165,8 @@ def test_layer_forms_selects_and_restores():
             assert layers.current_layer_forms() == "plain"
         assert layers.current_layer_forms() == "stock"
     assert layers.current_layer_forms() == "fast"
-    with pytest.raises(ValueError, match="unknown forms 'quick'"):
-        with layers.layer_forms("quick"):
-            pass
+    with pytest.raises(ValueError, match="unknown forms 'quick'"), layers.layer_forms("quick"):
+        pass
 
 
 def test_stock_transposed_conv_equals_phase_form():
@@ -217,7 +216,7 @@ def dmn_loss_and_grads():
     for forms, dtype in (("fast", jnp.float32), ("plain", jnp.float32), ("fast", jnp.bfloat16)):
         loss, params = _small_dmn_problem(dtype)
         with layers.layer_forms(forms):
-            results[forms, jnp.dtype(dtype).name] = jax.jit(jax.value_and_grad(lambda p: loss(p)))(params)
+            results[forms, jnp.dtype(dtype).name] = jax.jit(jax.value_and_grad(loss))(params)
     return results
 
 

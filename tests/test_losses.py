@@ -1,5 +1,7 @@
 """Every loss against a float64 NumPy reference written from the formulas, plus gradient sanity."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -58,7 +60,7 @@ def test_feature_matching_matches_numpy_and_stops_real_gradients():
                    for real_scale, fake_scale in zip(real, fake)
                    for r, f in zip(real_scale[:-1], fake_scale[:-1]))
     value, (grad_real, grad_fake) = jax.value_and_grad(
-        losses.feature_matching_loss, argnums=(0, 1))(_as_jax(real), _as_jax(fake), NUM_D, N_LAYERS)
+        losses.feature_matching_loss, argnums=(0, 1))(_as_jax(real), _as_jax(fake))
     _rtol_close(value, expected)
     assert all(float(jnp.max(jnp.abs(g))) == 0.0 for g in jax.tree.leaves(grad_real))
     # d/d fake of weight * mean|f - r| is weight * sign(f - r) / size; logits get none.
@@ -67,10 +69,8 @@ def test_feature_matching_matches_numpy_and_stops_real_gradients():
             np.testing.assert_allclose(g, weight * np.sign(f - r) / f.size, rtol=1e-6)
         assert float(jnp.max(jnp.abs(grad_scale[-1]))) == 0.0
 
-    with pytest.raises(ValueError, match="num_d=3"):
-        losses.feature_matching_loss(_as_jax(real), _as_jax(fake), 3, N_LAYERS)
     with pytest.raises(ValueError, match="layers per scale"):
-        losses.feature_matching_loss(_as_jax(real), _as_jax([s[1:] for s in fake]), NUM_D, N_LAYERS)
+        losses.feature_matching_loss(_as_jax(real), _as_jax([s[1:] for s in fake]))
 
 
 def test_perceptual_loss_matches_numpy_and_stops_real_gradients():
@@ -80,7 +80,7 @@ def test_perceptual_loss_matches_numpy_and_stops_real_gradients():
     fake = [rng.normal(size=s) for s in shapes]
     weights = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
     expected = sum(w * np.mean(np.abs(f - r)) for w, r, f in zip(weights, real, fake))
-    value, grad_real = jax.value_and_grad(losses.perceptual_loss)(_as_jax(real), _as_jax(fake))
+    value, grad_real = jax.value_and_grad(losses.perceptual_loss)(_as_jax(real), _as_jax(fake), weights)
     _rtol_close(value, expected)
     assert all(float(jnp.max(jnp.abs(g))) == 0.0 for g in grad_real)
     with pytest.raises(ValueError, match="equal counts"):
@@ -97,11 +97,13 @@ def test_vgg_perceptual_loss_keeps_vgg_frozen():
                                                        s["kernel"]), jnp.float32),
                       "bias": jnp.asarray(rng.normal(0.0, 0.1, s["bias"]), jnp.float32)}
               for layer, s in vgg19_param_shapes().items()}
+    weights = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
+    loss = functools.partial(losses.vgg_perceptual_loss, vgg=vgg, weights=weights)
     value, (grad_params, grad_real, grad_fake) = jax.jit(jax.value_and_grad(
-        losses.vgg_perceptual_loss, argnums=(0, 1, 2)))(params, real, fake)
+        loss, argnums=(0, 1, 2)))(params, real, fake)
     apply = jax.jit(vgg.apply)
     separately = losses.perceptual_loss(apply({"params": params}, real),
-                                        apply({"params": params}, fake))
+                                        apply({"params": params}, fake), weights)
     np.testing.assert_allclose(value, separately, rtol=1e-5)
     assert all(float(jnp.max(jnp.abs(g))) == 0.0 for g in jax.tree.leaves((grad_params, grad_real)))
     assert float(jnp.max(jnp.abs(grad_fake))) > 0.0
@@ -143,7 +145,7 @@ def test_mask_cross_entropy_matches_numpy_and_is_minus_log_p():
 def test_losses_return_float32_scalars_for_bfloat16_inputs():
     fake = jax.tree.map(lambda a: jnp.asarray(a, jnp.bfloat16), _d_outputs(8))
     for value in (losses.lsgan_generator_loss(fake),
-                  losses.feature_matching_loss(fake, fake, NUM_D, N_LAYERS),
+                  losses.feature_matching_loss(fake, fake),
                   losses.mask_cross_entropy(jnp.zeros((1, 2, 2, 3), jnp.bfloat16),
                                             jnp.zeros((1, 2, 2), jnp.int32))):
         assert value.shape == () and value.dtype == jnp.float32

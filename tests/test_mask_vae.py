@@ -238,7 +238,7 @@ def test_eval_mode_is_per_sample_train_mode_is_not():
     masks = jnp.asarray(_random_onehot((2, 32, 32), 5, seed=5), jnp.float32)
     other = jnp.asarray(_random_onehot((1, 32, 32), 5, seed=6), jnp.float32)
     swapped = masks.at[1].set(other[0])
-    encode = lambda m, train: model.apply(  # noqa: E731
+    encode = lambda m, train: model.apply(
         variables, m, train, method=MaskVAE.encode, mutable=["batch_stats"])[0][0]
     # Running statistics: sample 0's posterior ignores the rest of the batch.
     np.testing.assert_array_equal(encode(masks, False)[0], encode(swapped, False)[0])

@@ -1,11 +1,11 @@
 """The jitted steps: sharded over 8 devices they equal the 1-device step; the non-finite guard."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from configs import ebst
+from maskgan_jax import phases
 from maskgan_jax import sharding as sharding_lib
 from maskgan_jax import state as state_lib
 from maskgan_jax import steps as steps_lib
@@ -20,7 +20,7 @@ def config():
     config.data.global_batch_size = GLOBAL_BATCH
     # The smoke config's Adam eps (1e-3) keeps the noise gradients of biases that a normalisation
     # cancels from becoming +-lr updates whose sign depends on the reduction order.
-    assert all(config.phases[phase].eps == 1e-3 for phase in ("maskvae", "dmn", "ebst"))
+    assert all(config.phases[phase].eps == 1e-3 for phase in phases.PHASES)
     return config
 
 
@@ -38,15 +38,15 @@ def _batch(config, seed=0):
 
 
 def _run_step(phase, config, networks, mesh, batch, step=3):
-    txs = {name: state_lib.optimizer(config.phases[phase]) for name in train.TRAINED[phase]}
+    txs = {name: state_lib.optimizer(config.phases[phase]) for name in phases.TRAINED[phase]}
     states, shardings = {}, {}
-    for name in train.TRAINED[phase] + train.FROZEN[phase]:
+    for name in phases.TRAINED[phase] + phases.FROZEN[phase]:
         tx = txs.get(name) or state_lib.optimizer(config.phases[phase])
-        states[name], shardings[name] = train._fresh_state(name, networks, config, tx, mesh)  # pylint: disable=protected-access
+        states[name], shardings[name] = state_lib.create_state(name, networks, config, tx, mesh)
     rep = sharding_lib.replicated(mesh)
     guard = jax.device_put(steps_lib.Guard.create(), rep)
     guard_sharding = jax.tree_util.tree_map(lambda _: rep, guard)
-    step_fns = train._compile_steps(phase, networks, config, txs, shardings, guard_sharding, mesh)  # pylint: disable=protected-access
+    step_fns = train.compile_steps(phase, networks, config, txs, shardings, guard_sharding, mesh)
     batch = jax.device_put(batch, sharding_lib.batch_sharding(mesh))
     metrics = {}
     for fn in step_fns:
@@ -75,12 +75,14 @@ def test_fsdp_mesh_shards_parameters_and_matches(config, networks):
     config = config.copy_and_resolve_references()
     config.mesh.data, config.mesh.fsdp, config.mesh.fsdp_min_weight_size = 2, 4, 256
     mesh = sharding_lib.create_mesh(config.mesh, jax.devices()[:8])
-    fresh, shardings = train._fresh_state("generator", networks, config, state_lib.optimizer(config.phases.dmn), mesh)  # pylint: disable=protected-access
+    fresh, shardings = state_lib.create_state("generator", networks, config,
+                                              state_lib.optimizer(config.phases.dmn), mesh)
     specs = {s.spec for s in jax.tree_util.tree_leaves(shardings)}
     assert any("fsdp" in str(spec) for spec in specs), specs
     del fresh
     batch = _batch(config, seed=1)
-    one = _run_step("dmn", config, networks, sharding_lib.create_mesh(ebst.get_config("smoke").mesh, jax.devices()[:1]), batch)
+    one_device = sharding_lib.create_mesh(ebst.get_config("smoke").mesh, jax.devices()[:1])
+    one = _run_step("dmn", config, networks, one_device, batch)
     sharded = _run_step("dmn", config, networks, mesh, batch)
     for name in one[2]:
         np.testing.assert_allclose(sharded[2][name], one[2][name], rtol=2e-4, atol=1e-5, err_msg=name)
@@ -94,7 +96,7 @@ def test_guard_keeps_state_and_records_first_nonfinite_step(config, networks):
     states = {}
     shardings = {}
     for name in ("generator", "discriminator"):
-        states[name], shardings[name] = train._fresh_state(name, networks, config, tx, mesh)  # pylint: disable=protected-access
+        states[name], shardings[name] = state_lib.create_state(name, networks, config, tx, mesh)
     before = jax.device_get(states)
     rep = sharding_lib.replicated(mesh)
     guard = jax.device_put(steps_lib.Guard.create(), rep)

@@ -308,7 +308,7 @@ def test_edit_changes_only_its_classes(name):
         touched = set(np.unique(before[changed]).tolist()) | set(np.unique(after[changed]).tolist())
         assert touched <= allowed, (name, i, sorted(labels.CLASS_NAMES[c] for c in touched - allowed))
         # The edit moves the class it is about in the expected direction.
-        count = lambda label_map, *names: sum(int((label_map == CID[n]).sum()) for n in names)  # noqa: E731
+        count = lambda label_map, *names: sum(int((label_map == CID[n]).sum()) for n in names)
         grows = {
             "smile": ("mouth",), "hair_longer": ("hair",), "larger_eyes": ("l_eye", "r_eye"),
             "add_glasses": ("eye_g",), "add_hat": ("hat",),

@@ -15,6 +15,7 @@ import pytest
 
 from configs import ebst
 from maskgan_jax import checkpoint as ckpt
+from maskgan_jax import phases
 from maskgan_jax import state as state_lib
 from maskgan_jax import train
 
@@ -75,7 +76,7 @@ def full_run(tmp_path_factory, smoke_data_dir, compilation_cache):
 
 def test_main_smoke_writes_checkpoints_events_and_grids(full_run):
     config = ebst.get_config("smoke")
-    for phase in train.PHASES:
+    for phase in phases.PHASES:
         last = config.phases[phase].num_steps
         assert (full_run / "checkpoints" / phase / str(last)).is_dir(), phase
         assert list((full_run / "tensorboard" / phase).glob("events.out.tfevents.*")), phase
@@ -106,11 +107,11 @@ def test_resume_is_exact_in_every_phase(full_run, tmp_path, smoke_data_dir, comp
         return False
 
     monkeypatch.setattr(train, "train_phase", tracking_train_phase)
-    monkeypatch.setattr(train._StopRequest, "requested", requested)  # pylint: disable=protected-access
+    monkeypatch.setattr(train.StopRequest, "requested", requested)
     config = smoke_config(smoke_data_dir)
     runs = 0
     while True:
-        results = train.train_and_evaluate(config, tmp_path)
+        results = train.train(config, tmp_path)
         runs += 1
         if not any(r.preempted for r in results):
             break
@@ -148,10 +149,10 @@ def test_nonfinite_guard_stops_and_keeps_last_good_checkpoint(tmp_path, smoke_da
     monkeypatch.setattr(train.input_pipeline, "create_iterator", poisoned_iterator)
     with pytest.raises(train.NonFiniteError, match=r"phase dmn: non-finite .*stage1/g_total.* at step 3.*"
                                                    r"last good checkpoint is step 2"):
-        train.train_and_evaluate(config, tmp_path)
+        train.train(config, tmp_path)
     manager = ckpt.create_manager(tmp_path, "dmn", config.checkpoint, 2)
     assert manager.all_steps() == [2]
-    template = jax.eval_shape(lambda: train._fresh_state(  # pylint: disable=protected-access
+    template = jax.eval_shape(lambda: state_lib.create_state(
         "generator", state_lib.build_networks(config), config, state_lib.optimizer(config.phases.dmn),
         train.sharding_lib.create_mesh(config.mesh))[0])
     restored = ckpt.restore_network(tmp_path, "generator", template, "dmn")
@@ -261,7 +262,7 @@ def test_two_processes_equal_one_process(full_run, tmp_path, smoke_data_dir, com
                                           *(f"--config.{k}={v}" for k, v in ebst_only.items())], compilation_cache)
     config = smoke_config(smoke_data_dir)  # the same, in this process on its 8 devices
     config.update_from_flattened_dict(ebst_only)
-    train.train_and_evaluate(config, tmp_path / "ebst_one")
+    train.train(config, tmp_path / "ebst_one")
     names = ["generator", "discriminator", "blender", "mask_vae"]
     _assert_close(final_networks(tmp_path / "ebst_one", "ebst", names)[1],
                   final_networks(tmp_path / "ebst_two", "ebst", names)[1])
@@ -283,4 +284,5 @@ def test_sigterm_to_one_of_two_processes_stops_both_with_a_checkpoint(tmp_path, 
     _wait_for_success(started)
     manager = ckpt.create_manager(tmp_path, "maskvae", ebst.get_config("smoke").checkpoint, 1000000)
     step = manager.latest_step()
-    assert step is not None and 0 < step < 100000 and step % ebst.get_config("smoke").phases.maskvae.log_every_steps == 0
+    log_every = ebst.get_config("smoke").phases.maskvae.log_every_steps
+    assert step is not None and 0 < step < 100000 and step % log_every == 0

@@ -28,7 +28,7 @@ _KERAS_CONVS = [f"block{b}_conv{i}" for b, n in ((1, 2), (2, 2), (3, 4), (4, 4),
 @pytest.fixture(scope="module")
 def keras_vgg(tmp_path_factory):
     """A random-weight Keras VGG19 (non-zero biases), its files and its relu{1..5}_1 on an input."""
-    import keras  # pylint: disable=import-outside-toplevel
+    import keras
 
     keras.utils.set_random_seed(0)
     model = keras.applications.VGG19(weights=None, include_top=False, input_shape=(32, 32, 3))

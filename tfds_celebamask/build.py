@@ -17,8 +17,7 @@ from absl import flags
 from etils import epath
 import tensorflow_datasets as tfds
 
-import tfds_celebamask  # noqa: F401  (registers celebamask_hq)
-from tfds_celebamask.celebamask_hq import celebamask_hq_dataset_builder as celebamask_hq
+from tfds_celebamask.celebamask_hq import celebamask_hq_dataset_builder as celebamask_hq  # registers it
 
 
 def build(config: str, manual_dir: epath.PathLike, data_dir: epath.PathLike, overwrite: bool = False):

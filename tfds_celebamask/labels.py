@@ -44,6 +44,17 @@ def flip_permutation() -> np.ndarray:
     return perm
 
 
+_FLIP_PERMUTATION = flip_permutation()
+
+
+def flip_example(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mirrors image (H, W, C) and label map mask (H, W[, 1]) left-right.
+
+    The person's left becomes their right, so l_eye/r_eye, l_brow/r_brow and l_ear/r_ear swap.
+    """
+    return image[:, ::-1], _FLIP_PERMUTATION[mask[:, ::-1]].astype(mask.dtype)
+
+
 # The 40 CelebA attribute columns, in file order.
 ATTRIBUTE_NAMES: tuple[str, ...] = (
     "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs",

@@ -36,7 +36,7 @@ import multiprocessing
 import os
 import sys
 import time
-from typing import Iterable, Optional, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -65,21 +65,16 @@ from tfds_celebamask.synthetic_params import (  # noqa: F401  (re-exported)
     sample_geometry,
     sample_style,
 )
-from tfds_celebamask.synthetic_render import Rendered, render, render_labels, render_parts  # noqa: F401
+from tfds_celebamask.synthetic_render import Rendered, render, render_labels, render_parts  # noqa: F401  (re-exported)
 
-IMAGE_DIR = "CelebA-HQ-img"
-MASK_DIR = "CelebAMask-HQ-mask-anno"
-MAPPING_FILE = "CelebA-HQ-to-CelebA-mapping.txt"
-ATTRIBUTE_FILE = "CelebAMask-HQ-attribute-anno.txt"
-POSE_FILE = "CelebAMask-HQ-pose-anno.txt"
+from tfds_celebamask.layout import (  # noqa: F401  (part of this module's API)
+    ATTRIBUTE_FILE, CELEBA_SIZE, CELEBA_TRAIN_END, CELEBA_VALIDATION_END, IMAGE_DIR, IMAGES_PER_MASK_FOLDER,
+    MAPPING_FILE, MASK_DIR, POSE_FILE, ROOT_NAME)
+
 README_FILE = "README.txt"
 LAYOUT_ENTRIES = (IMAGE_DIR, MASK_DIR, MAPPING_FILE, ATTRIBUTE_FILE, POSE_FILE, README_FILE)
-IMAGES_PER_MASK_FOLDER = 2000
 JPEG_QUALITY = 90
 
-# CelebA's official partition in 0-based CelebA indices: [0, 162770) train,
-# [162770, 182637) validation, [182637, 202599) test.
-CELEBA_TRAIN_END, CELEBA_VALIDATION_END, CELEBA_SIZE = 162_770, 182_637, 202_599
 # Faces with i % 10 < 8 are train, == 8 validation, == 9 test; this bounds N.
 MAX_FACES = 10 * min(
     CELEBA_TRAIN_END // 8, CELEBA_VALIDATION_END - CELEBA_TRAIN_END, CELEBA_SIZE - CELEBA_VALIDATION_END
@@ -241,7 +236,7 @@ def write_dataset(
     return WriteStats(num=num, seconds=time.perf_counter() - start)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tfds_celebamask.synthetic",
         description="Write procedural synthetic faces in the CelebAMask-HQ on-disk layout.",

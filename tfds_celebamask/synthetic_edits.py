@@ -13,7 +13,7 @@ class changes has both its old and new class in the set); every other pixel keep
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from tfds_celebamask import labels
 from tfds_celebamask.synthetic_params import (
@@ -31,22 +31,22 @@ EYE_HEIGHT_FACTOR, EYE_WIDTH_FACTOR = 1.45, 1.1
 SMILE_OPEN = 0.6  # mouth_open after edit_smile (at least)
 
 
-def edit_smile(geometry: Geometry, donor: Optional[Geometry] = None) -> Geometry:
+def edit_smile(geometry: Geometry, donor: Geometry | None = None) -> Geometry:
     """Full smile with the mouth open (teeth showing): corners up, lips apart."""
     return dataclasses.replace(geometry, smile=1.0, mouth_open=max(geometry.mouth_open, SMILE_OPEN))
 
 
-def edit_hair_longer(geometry: Geometry, donor: Optional[Geometry] = None) -> Geometry:
+def edit_hair_longer(geometry: Geometry, donor: Geometry | None = None) -> Geometry:
     """Side hair hangs HAIR_STEP lower (capped at HAIR_LENGTH_MAX); the fringe is kept."""
     return dataclasses.replace(geometry, hair_length=min(geometry.hair_length + HAIR_STEP, HAIR_LENGTH_MAX))
 
 
-def edit_hair_shorter(geometry: Geometry, donor: Optional[Geometry] = None) -> Geometry:
+def edit_hair_shorter(geometry: Geometry, donor: Geometry | None = None) -> Geometry:
     """Side hair ends HAIR_STEP higher (not below HAIR_LENGTH_MIN); the fringe is kept."""
     return dataclasses.replace(geometry, hair_length=max(geometry.hair_length - HAIR_STEP, HAIR_LENGTH_MIN))
 
 
-def edit_larger_eyes(geometry: Geometry, donor: Optional[Geometry] = None) -> Geometry:
+def edit_larger_eyes(geometry: Geometry, donor: Geometry | None = None) -> Geometry:
     """Eyes opened wider and a little longer (capped so that they stay off the nose)."""
     return dataclasses.replace(
         geometry,
@@ -55,17 +55,17 @@ def edit_larger_eyes(geometry: Geometry, donor: Optional[Geometry] = None) -> Ge
     )
 
 
-def edit_add_glasses(geometry: Geometry, donor: Optional[Geometry] = None) -> Geometry:
+def edit_add_glasses(geometry: Geometry, donor: Geometry | None = None) -> Geometry:
     """Puts on the face's glasses (frames in the brow colour; the shape is in the geometry)."""
     return dataclasses.replace(geometry, has_glasses=True)
 
 
-def edit_add_hat(geometry: Geometry, donor: Optional[Geometry] = None) -> Geometry:
+def edit_add_hat(geometry: Geometry, donor: Geometry | None = None) -> Geometry:
     """Puts on the face's hat (in the cloth colour; the shape is in the geometry)."""
     return dataclasses.replace(geometry, has_hat=True)
 
 
-def edit_style_copy(geometry: Geometry, donor: Optional[Geometry] = None) -> Geometry:
+def edit_style_copy(geometry: Geometry, donor: Geometry | None = None) -> Geometry:
     """Style copy: returns the donor's geometry, to be rendered in this face's style."""
     if donor is None:
         raise ValueError("edit_style_copy needs donor=<the other face's Geometry>, got None.")

@@ -611,7 +611,6 @@ def _colour_hair(lay: _Layout, sl: _Crop, style: Style, below: np.ndarray) -> np
 
 def _colour_hat(lay: _Layout, sl: _Crop, style: Style, below: np.ndarray) -> np.ndarray:
     # The hat takes the cloth's base colour (visible on every face), shaded as a dome.
-    g = lay.g
     u, v = lay.u[sl], lay.v[sl]
     base = lay.hat_bottom()
     _, skull_w, _ = lay.skull()

@@ -11,8 +11,8 @@ A convergence study of one config's DMN phase, in three steps that may run on di
     # 3. here: score every snapshot with the benchmark and print the table
     python -m maskgan_jax.benchmarks.dmn_convergence score --runs=conv/run.npz
 
-`train` needs only jax, flax, optax, numpy and ml_collections: it samples batches from the exported
-arrays (with the input pipeline's random flip), runs the DMN phase's own jitted step
+`train` needs only jax, flax, optax, orbax, numpy and ml_collections (no TFDS): it samples batches
+from the exported arrays (with the input pipeline's random flip), runs the DMN phase's own jitted step
 (`steps.make_dmn_step`) on one device, and at each snapshot edits the benchmark's inputs, keeping
 only the uint8 results (a few MB), which `score` rates with the benchmark's own code. The
 learning-rate schedule follows --num_steps.
@@ -26,7 +26,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Iterable
+from collections.abc import Iterable
 
 import maskgan_jax  # noqa: F401  (sets XLA:CPU flags before JAX starts)
 import jax
@@ -34,9 +34,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from maskgan_jax import edit as edit_lib
 from maskgan_jax import state as state_lib
 from maskgan_jax import steps as steps_lib
-from maskgan_jax.models import one_hot_mask
+from tfds_celebamask import labels
 
 NETWORKS = ("generator", "discriminator")
 
@@ -76,10 +77,11 @@ def load_config(spec: str, overrides: list[str]) -> ml_collections.ConfigDict:
 def export(config: ml_collections.ConfigDict, data_dir: str, out: Path, num_per_edit: int) -> None:
     """Writes into one .npz: the training split (uint8 images (N, R, R, 3), masks (N, R, R)), the label
     flip permutation, and the benchmark's inputs (bench_images, bench_labels_t, bench_labels_src)."""
-    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-    import tfds_celebamask  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-    from maskgan_jax import evaluate  # pylint: disable=import-outside-toplevel
-    from tfds_celebamask import labels  # pylint: disable=import-outside-toplevel
+    import tensorflow_datasets as tfds  # not on accelerator images
+
+    import tfds_celebamask
+    from maskgan_jax import evaluate
+    tfds_celebamask.register()
 
     source = tfds.data_source(config.data.name, split=config.data.split, data_dir=data_dir, download=False)
     examples = [source[i] for i in range(len(source))]
@@ -88,7 +90,7 @@ def export(config: ml_collections.ConfigDict, data_dir: str, out: Path, num_per_
     np.savez_compressed(
         out, images=np.stack([e["image"] for e in examples]),
         masks=np.stack([np.asarray(e["mask"]).reshape(e["mask"].shape[:2]) for e in examples]),
-        flip_permutation=labels.flip_permutation().astype(np.int32), num_per_edit=num_per_edit,
+        num_per_edit=num_per_edit,
         bench_images=np.stack([e.target_image for e in held_out]),
         bench_labels_t=np.stack([e.target_labels for e in held_out]),
         bench_labels_src=np.stack([e.wanted_labels for e in held_out]))
@@ -98,31 +100,27 @@ def export(config: ml_collections.ConfigDict, data_dir: str, out: Path, num_per_
 # ----------------------------------------------------------------------------- 2. train
 
 
-def sample_batch(rng: np.random.Generator, images: np.ndarray, masks: np.ndarray, flip_permutation: np.ndarray,
-                 batch_size: int, random_flip: bool) -> dict[str, np.ndarray]:
-    """A uniformly drawn batch: image float32 (B, R, R, 3) in [-1, 1], mask int32 (B, R, R); flipped
-    examples also swap their left/right labels, as the input pipeline does (restated, vectorised,
-    because maskgan_jax.input_pipeline imports TFDS; the test checks both agree)."""
+def sample_batch(rng: np.random.Generator, images: np.ndarray, masks: np.ndarray, batch_size: int,
+                 random_flip: bool) -> dict[str, np.ndarray]:
+    """A uniformly drawn batch: image float32 (B, R, R, 3) in [-1, 1], mask int32 (B, R, R); each
+    example flipped with probability 1/2 by the input pipeline's own `labels.flip_example`."""
     index = rng.integers(0, len(images), batch_size)
-    image, mask = images[index], masks[index].astype(np.int32)
-    if random_flip:
-        flip = rng.random(batch_size) < 0.5
-        image = np.where(flip[:, None, None, None], image[:, :, ::-1], image)
-        mask = np.where(flip[:, None, None], flip_permutation[mask[:, :, ::-1]], mask)
+    flips = rng.random(batch_size) < 0.5 if random_flip else np.zeros(batch_size, bool)
+    pairs = [labels.flip_example(images[i], masks[i]) if flip else (images[i], masks[i])
+             for i, flip in zip(index, flips)]
+    image = np.stack([image for image, _ in pairs])
+    mask = np.stack([mask for _, mask in pairs]).astype(np.int32)
     return {"image": image.astype(np.float32) / np.float32(127.5) - np.float32(1), "mask": mask}
 
 
-def make_editor(module, num_classes: int):
-    """Jitted (params, uint8 images, labels_t, labels_src) -> uint8 generated images (N, R, R, 3).
-
-    The generation of `edit.edit_images`, restated because maskgan_jax.edit imports TFDS (through
-    tfds_celebamask), which an accelerator image may lack; `score` applies the keep-unedited blend."""
+def make_editor(module):
+    """Jitted (params, uint8 images, labels_t, labels_src) -> uint8 generated images (N, R, R, 3):
+    `edit.edit_images`' result; `score` applies the keep-unedited blend."""
 
     @jax.jit
     def generate(params, images, labels_t, labels_src):
-        generated = module.apply({"params": params}, images.astype(jnp.float32) / 127.5 - 1.0,
-                                 one_hot_mask(labels_t, num_classes), one_hot_mask(labels_src, num_classes))
-        return jnp.round(jnp.clip((generated.astype(jnp.float32) + 1.0) * 127.5, 0.0, 255.0)).astype(jnp.uint8)
+        result, _ = edit_lib.edit_images(module, params, images, labels_t, labels_src, dilation=0, feather=0)
+        return result
 
     return generate
 
@@ -134,10 +132,10 @@ def train(config: ml_collections.ConfigDict, data: Path, out: Path, num_steps: i
     config = config.copy_and_resolve_references()
     config.phases.dmn.num_steps = num_steps  # the learning-rate schedule spans this run
     arrays = np.load(data)
-    images, masks, flip_permutation = arrays["images"], arrays["masks"], arrays["flip_permutation"]
+    images, masks = arrays["images"], arrays["masks"]
     bench = [jnp.asarray(arrays[k]) for k in ("bench_images", "bench_labels_t", "bench_labels_src")]
     networks = state_lib.build_networks(config)
-    generate = make_editor(networks.generator, config.num_classes)
+    generate = make_editor(networks.generator)
     txs = {name: state_lib.optimizer(config.phases.dmn) for name in NETWORKS}
     states = {name: state_lib.new_net_state(
         state_lib.init_variables(name, networks, config, state_lib.init_rng(name, config)), txs[name])
@@ -152,8 +150,7 @@ def train(config: ml_collections.ConfigDict, data: Path, out: Path, num_steps: i
     log = []
     start = time.perf_counter()
     for step in range(1, num_steps + 1):
-        batch = sample_batch(rng, images, masks, flip_permutation, config.data.global_batch_size,
-                             config.data.random_flip)
+        batch = sample_batch(rng, images, masks, config.data.global_batch_size, config.data.random_flip)
         states, guard, metrics = step_fn(states, guard, batch, jnp.asarray(step), None)
         elapsed = time.perf_counter() - start
         last = step == num_steps or elapsed > max_seconds
@@ -177,8 +174,7 @@ def score(runs: list[Path], out: Path | None) -> None:
     """Scores every snapshot of every run, and each with --keep_unedited (`edit`'s blend, applied here to
     the rounded result: within half a level of `edit`'s own). Prints the overall table, then the
     benchmark's tables per edit kind; writes the records to `out` when given."""
-    from maskgan_jax import edit as edit_lib  # pylint: disable=import-outside-toplevel
-    from maskgan_jax import evaluate  # pylint: disable=import-outside-toplevel
+    from maskgan_jax import evaluate
 
     generated = {}
     for run in runs:

@@ -203,9 +203,9 @@ def torch_generator(num_classes: int = 19, ngf: int = 64, n_downsample: int = 4,
     encoder with two SFT layers conditioned on a label encoder. Same layers and parameter count as
     DenseMappingNetwork (89,702,595 at the defaults). Returns a torch.nn.Module called as
     module(image_t, mask_t_onehot, mask_src_onehot)."""
-    import torch  # pylint: disable=import-outside-toplevel
-    from torch import nn  # pylint: disable=import-outside-toplevel
-    import torch.nn.functional as F  # pylint: disable=import-outside-toplevel
+    import torch
+    from torch import nn
+    import torch.nn.functional as F
 
     def reflect_conv(cin: int, cout: int, k: int, stride: int, pad: int) -> nn.Sequential:
         return nn.Sequential(nn.ReflectionPad2d(pad), nn.Conv2d(cin, cout, k, stride))
@@ -228,7 +228,7 @@ def torch_generator(num_classes: int = 19, ngf: int = 64, n_downsample: int = 4,
                                       reflect_conv(widths[0], widths[1], 4, 2, 1), nn.ReLU(),
                                       reflect_conv(widths[1], widths[2], 4, 2, 1))
             deep = []
-            for i in range(n_deep):
+            for _ in range(n_deep):
                 deep += [nn.ReLU(), reflect_conv(widths[2], widths[2], 4, 2, 1)]
             self.deep = nn.Sequential(*deep)
 
@@ -305,7 +305,7 @@ def torch_generator(num_classes: int = 19, ngf: int = 64, n_downsample: int = 4,
 def torch_timings(sizes: Sequence[int], passes: Sequence[str], repeats: int, warmup: int, threads: int,
                   gflop: dict[tuple[int, str], float | None]) -> tuple[list[Timing], str]:
     """Times the PyTorch replica on CPU. Returns the rows and a description line."""
-    import torch  # pylint: disable=import-outside-toplevel
+    import torch
 
     torch.set_num_threads(threads)
     model = torch_generator()
@@ -313,16 +313,16 @@ def torch_timings(sizes: Sequence[int], passes: Sequence[str], repeats: int, war
     rows = []
     for size in sizes:
         image, mask_t, mask_src, target = _inputs(size)
-        to_nchw = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))  # noqa: E731
+        to_nchw = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))
         eye = np.eye(19, dtype=np.float32)
         inputs = (to_nchw(image), to_nchw(eye[mask_t]), to_nchw(eye[mask_src]))
         target_t = to_nchw(target)
 
-        def forward():
+        def forward(inputs=inputs):
             with torch.no_grad():
                 return model(*inputs)
 
-        def forward_backward():
+        def forward_backward(inputs=inputs, target_t=target_t):
             model.zero_grad(set_to_none=True)
             loss = (model(*inputs) - target_t).abs().mean()
             loss.backward()
@@ -407,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch_line = ""
     if not args.no_torch:
         try:
-            import torch  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+            import torch  # noqa: F401  (only whether it is installed)
         except ImportError:
             torch_line = "PyTorch is not installed (pip install 'maskgan_jax[torch]'): baseline as recorded."
         else:

@@ -57,7 +57,7 @@ class LabelEncoder(nn.Module):
     @nn.compact
     def __call__(self, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
         """mask: (N, H, W, num_classes) one-hot -> fea1 (N, H/4, W/4, C), fea2 (N, H/4/2^n_deep, ..., C)."""
-        conv = lambda f, k, s, p, name: ReflectConv(f, k, s, p, kernel_init=self.kernel_init,  # noqa: E731
+        conv = lambda f, k, s, p, name: ReflectConv(f, k, s, p, kernel_init=self.kernel_init,
                                                     dtype=self.dtype, name=name)
         x = nn.relu(conv(self.widths[0], 7, 1, 3, "model_0")(mask))
         x = nn.relu(conv(self.widths[1], 4, 2, 1, "model_1")(x))
@@ -88,7 +88,7 @@ class StyleEncoder(nn.Module):
     @nn.compact
     def __call__(self, image: jax.Array, fea1: jax.Array, fea2: jax.Array) -> jax.Array:
         """image (N, H, W, 3) in [-1, 1]; fea1, fea2 from LabelEncoder -> style (N, out_dim)."""
-        conv = lambda f, k, s, p, name: ReflectConv(f, k, s, p, kernel_init=self.kernel_init,  # noqa: E731
+        conv = lambda f, k, s, p, name: ReflectConv(f, k, s, p, kernel_init=self.kernel_init,
                                                     dtype=self.dtype, name=name)
         x = nn.relu(conv(self.widths[0], 7, 1, 3, "model_0")(image))
         x = nn.relu(conv(self.widths[1], 4, 2, 1, "model_1")(x))

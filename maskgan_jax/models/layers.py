@@ -31,7 +31,8 @@ import contextlib
 import contextvars
 import functools
 from collections.abc import Iterator
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -576,7 +577,7 @@ class SFT(nn.Module):
     dtype: Dtype = jnp.float32
 
     def _branch(self, condition: jax.Array, name: str) -> jax.Array:
-        conv = lambda suffix: nn.Conv(  # noqa: E731
+        conv = lambda suffix: nn.Conv(
             self.channels, (1, 1), kernel_init=self.kernel_init, dtype=self.dtype, name=f"{name}_conv{suffix}")
         return conv(2)(nn.leaky_relu(conv(1)(condition), negative_slope=0.1))
 

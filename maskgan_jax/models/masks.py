@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-NUM_CLASSES = 19
+from tfds_celebamask.labels import NUM_CLASSES
 
 
 def one_hot_mask(labels: jax.Array, num_classes: int = NUM_CLASSES, dtype=jnp.float32) -> jax.Array:

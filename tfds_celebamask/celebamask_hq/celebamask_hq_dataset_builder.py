@@ -24,7 +24,7 @@ import concurrent.futures
 import dataclasses
 import io
 import zipfile
-from typing import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from absl import logging
 from etils import epath
@@ -34,19 +34,10 @@ import tensorflow_datasets as tfds
 
 from tfds_celebamask import labels
 
-ROOT_NAME = "CelebAMask-HQ"
-ZIP_NAME = "CelebAMask-HQ.zip"
-IMAGE_DIR = "CelebA-HQ-img"
-MASK_DIR = "CelebAMask-HQ-mask-anno"
-MAPPING_FILE = "CelebA-HQ-to-CelebA-mapping.txt"
-ATTRIBUTE_FILE = "CelebAMask-HQ-attribute-anno.txt"
-POSE_FILE = "CelebAMask-HQ-pose-anno.txt"
-IMAGES_PER_MASK_FOLDER = 2000  # part PNGs of image i live in CelebAMask-HQ-mask-anno/{i // 2000}/
+from tfds_celebamask.layout import (
+    ATTRIBUTE_FILE, CELEBA_TRAIN_END, CELEBA_VALIDATION_END, IMAGE_DIR, IMAGES_PER_MASK_FOLDER, MAPPING_FILE,
+    MASK_DIR, POSE_FILE, ROOT_NAME, ZIP_NAME)
 
-# CelebA partition in 0-based CelebA indices (orig_idx): [0, 162770) train,
-# [162770, 182637) validation, [182637, 202599) test.
-CELEBA_TRAIN_END = 162_770
-CELEBA_VALIDATION_END = 182_637
 FIRST28K_TRAIN_END = 28_000
 
 SPLIT_SCHEMES = ("official", "first28k")

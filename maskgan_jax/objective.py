@@ -1,0 +1,128 @@
+"""The training objectives as data: named terms, weighted by `config.loss.weights`.
+
+Each objective is a registry from term name to a pure function of that objective's inputs; the total
+is the weighted sum of the terms in registry order, and a term weighted 0 is neither computed nor
+logged. Adding a loss is one function here (or in `losses`), one registry line, and one entry in
+`config.loss.weights`.
+
+    GENERATOR_TERMS  G in DMN training / EBST stage 1, G_B = {G_A, B} in EBST stage 2
+    MASK_VAE_TERMS   MaskVAE pretraining
+
+The discriminator's LSGAN loss has no weight to choose (pix2pixHD's 0.5 * (real + fake)), so it is
+not an objective here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from maskgan_jax import losses
+from maskgan_jax.models.vgg import VGG19Features
+
+
+def discriminator_input(mask_onehot: jax.Array, image: jax.Array) -> jax.Array:
+    """D's input: concat(one-hot mask, image), (N, H, W, num_classes + 3)."""
+    return jnp.concatenate([mask_onehot, image.astype(mask_onehot.dtype)], axis=-1)
+
+
+@dataclasses.dataclass
+class GeneratorInputs:
+    """What the generator's terms read; the discriminator and VGG19 run only if a term needs them.
+
+    condition: one-hot mask (N, H, W, C) the images should follow. real, fake: (N, H, W, 3) float32
+    in [-1, 1]; gradients flow to `fake`. discriminator / d_params: D and its (fixed) parameters.
+    vgg / vgg_params: the frozen VGG19 (params None: no weights loaded). perceptual_layer_weights:
+    per-layer weights of the perceptual term.
+    """
+
+    condition: jax.Array
+    real: jax.Array
+    fake: jax.Array
+    discriminator: nn.Module
+    d_params: Any
+    vgg: VGG19Features
+    vgg_params: Any
+    perceptual_layer_weights: tuple[float, ...]
+
+    @functools.cached_property
+    def discriminator_outputs(self) -> tuple[Any, Any]:
+        """D's multi-scale outputs on (condition, real) and (condition, fake), computed once."""
+        apply = functools.partial(self.discriminator.apply, {"params": self.d_params})
+        real = apply(discriminator_input(self.condition, self.real))
+        return real, apply(discriminator_input(self.condition, self.fake))
+
+    def perceptual(self) -> jax.Array:
+        if self.vgg_params is None:
+            raise ValueError("config.loss.weights.perceptual > 0 needs VGG19 weights "
+                             "(config.loss.vgg19_weights)")
+        return losses.vgg_perceptual_loss(self.vgg_params, self.real, self.fake, vgg=self.vgg,
+                                          weights=self.perceptual_layer_weights)
+
+
+def _adversarial(x: GeneratorInputs) -> jax.Array:
+    return losses.lsgan_generator_loss(x.discriminator_outputs[1])
+
+
+def _feature_matching(x: GeneratorInputs) -> jax.Array:
+    return losses.feature_matching_loss(*x.discriminator_outputs)
+
+
+GENERATOR_TERMS: dict[str, Callable[[GeneratorInputs], jax.Array]] = {
+    "adversarial": _adversarial,
+    "feature_matching": _feature_matching,
+    "l1": lambda x: losses.l1(x.fake, x.real),
+    "perceptual": GeneratorInputs.perceptual,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskVAEInputs:
+    """logits: (N, H, W, C) decoded mask logits; labels: (N, H, W) int targets in [0, C);
+    mean, logvar: (N, Z) the posterior."""
+
+    logits: jax.Array
+    labels: jax.Array
+    mean: jax.Array
+    logvar: jax.Array
+
+
+MASK_VAE_TERMS: dict[str, Callable[[MaskVAEInputs], jax.Array]] = {
+    "cross_entropy": lambda x: losses.mask_cross_entropy(x.logits, x.labels),
+    "kl": lambda x: losses.kl_to_standard_normal(x.mean, x.logvar),
+}
+
+ALL_TERMS = (*GENERATOR_TERMS, *MASK_VAE_TERMS)
+
+
+def check_weights(weights: Mapping[str, float]) -> None:
+    """Every term has a weight and every weight names a term; raises ValueError naming the others."""
+    unknown = sorted(set(weights) - set(ALL_TERMS))
+    missing = sorted(set(ALL_TERMS) - set(weights))
+    if unknown or missing:
+        raise ValueError(f"config.loss.weights: unknown terms {unknown}, missing terms {missing}; "
+                         f"expected exactly {sorted(ALL_TERMS)}")
+
+
+def weighted_terms(terms: Mapping[str, Callable[[Any], jax.Array]], weights: Mapping[str, float],
+                   inputs: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The weighted total and each computed term (unweighted, float32 scalars), in `terms` order.
+
+    Terms whose weight is 0 are skipped: not computed, not in the returned dict.
+    """
+    check_weights(weights)
+    values = {name: term(inputs) for name, term in terms.items() if weights[name] != 0}
+    total = sum(weights[name] * value for name, value in values.items())
+    return jnp.asarray(total, jnp.float32), values
+
+
+def vgg_for(config: ml_collections.ConfigDict, dtype: jnp.dtype) -> VGG19Features:
+    """The frozen VGG19 feature extractor the perceptual term runs, in `dtype`."""
+    return VGG19Features(input_mode=config.loss.vgg_input_mode, dtype=dtype)

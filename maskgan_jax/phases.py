@@ -1,0 +1,18 @@
+"""MaskGAN's training phases, in order, and which networks each one trains or reads frozen.
+
+    maskvae   MaskVAE pretraining
+    dmn       Dense Mapping Network training (G and D)
+    ebst      Editing Behavior Simulated Training (G, D and the blender; the MaskVAE frozen)
+"""
+
+from __future__ import annotations
+
+PHASES = ("maskvae", "dmn", "ebst")
+# Networks each phase trains, and those it uses frozen.
+TRAINED = {"maskvae": ("mask_vae",), "dmn": ("generator", "discriminator"),
+           "ebst": ("generator", "discriminator", "blender")}
+FROZEN = {"maskvae": (), "dmn": (), "ebst": ("mask_vae",)}
+# Where a network comes from when a phase starts: the phase that last trained it.
+SOURCE_PHASE = {"mask_vae": "maskvae", "generator": "dmn", "discriminator": "dmn"}
+# Phases whose checkpoints hold a generator to edit with, the most trained first.
+GENERATOR_PHASES = ("ebst", "dmn")

@@ -1,0 +1,67 @@
+"""The objective as data: weights from config.loss.weights, zero-weighted terms never computed."""
+
+import jax.numpy as jnp
+import pytest
+
+from configs import ebst
+from maskgan_jax import objective
+
+
+def _weights(**changes):
+    weights = dict(ebst.get_config().loss.weights)
+    weights.update(changes)
+    return weights
+
+
+def test_total_is_the_weighted_sum_in_registry_order_and_zero_terms_are_skipped():
+    calls = []
+
+    def term(name, value):
+        def fn(inputs):
+            calls.append(name)
+            assert inputs == "inputs"
+            return jnp.float32(value)
+        return fn
+
+    def never(inputs):
+        raise AssertionError("a term weighted 0 was computed")
+
+    terms = {"adversarial": term("adversarial", 2.0), "feature_matching": term("feature_matching", 3.0),
+             "l1": never, "perceptual": term("perceptual", 5.0)}
+    total, values = objective.weighted_terms(terms, _weights(feature_matching=10.0, l1=0.0, perceptual=0.5), "inputs")
+    assert calls == ["adversarial", "feature_matching", "perceptual"]
+    assert list(values) == ["adversarial", "feature_matching", "perceptual"]
+    assert float(total) == pytest.approx(1.0 * 2.0 + 10.0 * 3.0 + 0.5 * 5.0)
+    assert total.dtype == jnp.float32
+
+
+def test_every_term_has_a_weight_and_every_weight_a_term():
+    config = ebst.get_config()
+    assert set(config.loss.weights) == set(objective.GENERATOR_TERMS) | set(objective.MASK_VAE_TERMS)
+    with pytest.raises(ValueError, match=r"unknown terms \['style'\], missing terms \[\]"):
+        objective.check_weights(_weights(style=1.0))
+    weights = _weights()
+    del weights["kl"]
+    with pytest.raises(ValueError, match=r"unknown terms \[\], missing terms \['kl'\]"):
+        objective.check_weights(weights)
+
+
+def test_mask_vae_objective_is_cross_entropy_plus_weighted_kl():
+    logits = jnp.zeros((1, 2, 2, 3)).at[..., 1].set(2.0)
+    labels = jnp.ones((1, 2, 2), jnp.int32)
+    inputs = objective.MaskVAEInputs(logits=logits, labels=labels, mean=jnp.ones((1, 4)), logvar=jnp.zeros((1, 4)))
+    total, values = objective.weighted_terms(objective.MASK_VAE_TERMS, _weights(kl=0.1), inputs)
+    cross_entropy = -jnp.log(jnp.exp(2.0) / (jnp.exp(2.0) + 2.0))
+    assert float(values["cross_entropy"]) == pytest.approx(float(cross_entropy), rel=1e-6)
+    assert float(values["kl"]) == pytest.approx(0.5 * 4)  # 0.5 * sum(mean^2) at logvar 0
+    assert float(total) == pytest.approx(float(cross_entropy) + 0.1 * 2.0, rel=1e-6)
+
+
+def test_perceptual_weight_without_vgg_weights_is_a_clear_error():
+    inputs = objective.GeneratorInputs(
+        condition=None, real=jnp.zeros((1, 4, 4, 3)), fake=jnp.zeros((1, 4, 4, 3)), discriminator=None,
+        d_params=None, vgg=objective.vgg_for(ebst.get_config(), jnp.float32), vgg_params=None,
+        perceptual_layer_weights=(1.0,) * 5)
+    weights = _weights(adversarial=0.0, feature_matching=0.0, l1=0.0, perceptual=10.0)
+    with pytest.raises(ValueError, match="config.loss.vgg19_weights"):
+        objective.weighted_terms(objective.GENERATOR_TERMS, weights, inputs)
