@@ -141,7 +141,7 @@ def test_fast_form_bfloat16_gradients(name):
 
 def test_spatial_sums_are_per_sample_and_channel():
     x = np.random.default_rng(0).normal(size=(3, 4, 5, 6))
-    got = layers._spatial_sums(jnp.asarray(x, jnp.float32))
+    got = layers.spatial_sums(jnp.asarray(x, jnp.float32))
     np.testing.assert_allclose(np.asarray(got), x.sum(axis=(1, 2)), atol=1e-5)
 
 

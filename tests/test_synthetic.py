@@ -111,7 +111,7 @@ def test_images_are_jpeg_rgb_and_masks_binary_png(dataset):
 
 
 def test_mapping_file_gives_80_10_10_official_splits():
-    text = synthetic._mapping_text(1000)
+    text = synthetic.mapping_text(1000)
     lines = text.splitlines()
     assert lines[0] == "idx orig_idx orig_file"
     counts = {"train": 0, "val": 0, "test": 0}

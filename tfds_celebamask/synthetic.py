@@ -144,7 +144,8 @@ def write_face(root: str, index: int, seed: int, size: int, quality: int = JPEG_
     return FaceRecord(index, attributes(geometry, style), pose_degrees(geometry), tuple(parts))
 
 
-def _mapping_text(num: int) -> str:
+def mapping_text(num: int) -> str:
+    """The CelebA-HQ-to-CelebA-mapping.txt of `num` faces (orig_idx from `orig_index`: 80/10/10 splits)."""
     rows = ["idx orig_idx orig_file"]
     for i in range(num):
         orig = orig_index(i)
@@ -226,7 +227,7 @@ def write_dataset(
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
             records = pool.map(job, indices, chunksize=max(1, min(64, num // (4 * workers))))
     for name, text in (
-        (MAPPING_FILE, _mapping_text(num)),
+        (MAPPING_FILE, mapping_text(num)),
         (ATTRIBUTE_FILE, _attribute_text(records)),
         (POSE_FILE, _pose_text(records)),
         (README_FILE, _readme_text(num, size, seed)),

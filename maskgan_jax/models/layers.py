@@ -135,7 +135,7 @@ _ONES_ROWS = 4
 _SUM_BY_GEMM_MIN_ELEMENTS = 1 << 20
 
 
-def _spatial_sums(x: jax.Array) -> jax.Array:
+def spatial_sums(x: jax.Array) -> jax.Array:
     """Per-sample, per-channel sums over H and W. (N,H,W,C) -> (N,C) float32."""
     n, h, w, c = x.shape
     x = x.astype(jnp.float32)
@@ -148,7 +148,7 @@ def _spatial_sums(x: jax.Array) -> jax.Array:
 
 def _channel_sums(x: jax.Array) -> jax.Array:
     """Per-channel sums over every leading axis. (..., C) -> (C,) float32."""
-    return _spatial_sums(x.reshape(1, -1, 1, x.shape[-1]))[0]
+    return spatial_sums(x.reshape(1, -1, 1, x.shape[-1]))[0]
 
 
 @jax.custom_vjp
@@ -190,8 +190,8 @@ def instance_statistics(x: jax.Array) -> tuple[jax.Array, jax.Array]:
         var = jnp.mean(jnp.square(x32 - mean), axis=(1, 2), keepdims=True)
         return mean, var
     n, h, w, c = x.shape
-    mean = (_spatial_sums(x32) / (h * w)).reshape(n, 1, 1, c)
-    var = (_spatial_sums(jnp.square(x32 - mean)) / (h * w)).reshape(n, 1, 1, c)
+    mean = (spatial_sums(x32) / (h * w)).reshape(n, 1, 1, c)
+    var = (spatial_sums(jnp.square(x32 - mean)) / (h * w)).reshape(n, 1, 1, c)
     return mean, var
 
 
@@ -213,8 +213,8 @@ def _instance_norm_f32_bwd(eps, residuals, grad):
     del eps
     normalised, inv_std = residuals
     n, h, w, c = grad.shape
-    mean_grad = (_spatial_sums(grad) / (h * w)).reshape(n, 1, 1, c)
-    mean_grad_y = (_spatial_sums(grad * normalised) / (h * w)).reshape(n, 1, 1, c)
+    mean_grad = (spatial_sums(grad) / (h * w)).reshape(n, 1, 1, c)
+    mean_grad_y = (spatial_sums(grad * normalised) / (h * w)).reshape(n, 1, 1, c)
     return (inv_std * (grad - mean_grad - normalised * mean_grad_y),)
 
 
@@ -248,8 +248,8 @@ def _adain_f32_bwd(eps, residuals, grad):
     del eps
     normalised, inv_std, scale = residuals
     n, h, w, c = grad.shape
-    d_bias = _spatial_sums(grad).reshape(n, 1, 1, c)
-    d_scale = _spatial_sums(grad * normalised).reshape(n, 1, 1, c)
+    d_bias = spatial_sums(grad).reshape(n, 1, 1, c)
+    d_scale = spatial_sums(grad * normalised).reshape(n, 1, 1, c)
     d_x = inv_std * scale * (grad - d_bias / (h * w) - normalised * (d_scale / (h * w)))
     return d_x, d_scale, d_bias
 
