@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from maskgan_jax.models import registry
 from maskgan_jax.models.generator import DenseMappingNetwork
 
 # AdaIN running statistics exist in the reference but never affect its output.
@@ -80,7 +81,7 @@ def _shape(state_dict: Mapping[str, np.ndarray], key: str) -> tuple[int, ...]:
 
 
 def infer_generator(state_dict: Mapping[str, np.ndarray]) -> DenseMappingNetwork:
-    """Builds the DenseMappingNetwork whose sizes match the state_dict's tensor shapes."""
+    """Builds (through the registry) the DenseMappingNetwork whose sizes match the state_dict's tensor shapes."""
     ngf, num_classes = _shape(state_dict, "model.1.weight")[:2]
     sequential_convs = [k for k in state_dict if re.fullmatch(r"model\.\d+\.weight", k)]
     block_ids = {int(m.group(1)) for k in state_dict if (m := re.match(r"model\.(\d+)\.conv_block\.", k))}
@@ -91,9 +92,9 @@ def infer_generator(state_dict: Mapping[str, np.ndarray]) -> DenseMappingNetwork
     widths = tuple(_shape(state_dict, f"enc_label.model.{i}.conv.weight")[0] for i in range(3))
     last_conv = max(sequential_convs, key=lambda k: int(k.split(".")[1]))
     output_channels = state_dict[last_conv].shape[0]
-    return DenseMappingNetwork(num_classes=num_classes, ngf=ngf, n_downsample=n_downsample,
-                               n_blocks=len(block_ids), encoder_widths=widths,
-                               n_encoder_deep=n_encoder_deep, output_channels=output_channels)
+    block = dict(name="dense_mapping_network", ngf=ngf, n_downsample=n_downsample, n_blocks=len(block_ids),
+                 encoder_widths=widths, n_encoder_deep=n_encoder_deep, output_channels=output_channels)
+    return registry.build(block, num_classes=num_classes, where="state_dict generator")
 
 
 def _to_flax(value: np.ndarray, flax_path: tuple[str, ...], transposed: bool) -> np.ndarray:

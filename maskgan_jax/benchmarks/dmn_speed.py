@@ -44,8 +44,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from maskgan_jax.models import DenseMappingNetwork, one_hot_mask
+from maskgan_jax.models import one_hot_mask, registry
 from maskgan_jax.models.layers import LAYER_FORMS, layer_forms
+from tfds_celebamask.labels import NUM_CLASSES
 
 # glibc malloc: back large buffers with huge pages and keep freed memory in the heap, so that the
 # big activation buffers of each step are not page-faulted in afresh.
@@ -138,7 +139,8 @@ def jax_step_functions(size: int, forms: str, dtype: Any, device: jax.Device
     Returns:
       pass name -> (zero-argument callable returning device arrays, GFLOP from XLA's cost analysis).
     """
-    module = DenseMappingNetwork(dtype=dtype)
+    # The class defaults are the reference sizes (the paper config's generator block).
+    module = registry.build({"name": "dense_mapping_network"}, num_classes=NUM_CLASSES, dtype=jnp.dtype(dtype).name)
     image, mask_t, mask_src, target = _inputs(size)
     image, target = jax.device_put(image, device), jax.device_put(target, device)
     mask_t = jax.device_put(one_hot_mask(jnp.asarray(mask_t)), device)

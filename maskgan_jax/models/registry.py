@@ -13,7 +13,7 @@ class that declares them, so blocks hold only what is particular to one network.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -109,19 +109,29 @@ def build_network(config: ml_collections.ConfigDict, role: str, dtype: str | Non
     Raises:
       ValueError: an unknown class name, or a block field the class does not take (named).
     """
-    network = spec(config, role)
-    declared = {field.name for field in dataclasses.fields(network.cls)} - {"name", "parent"}
+    spec(config, role)  # a missing block or unknown name is reported with the block's path
+    return build(config.model[role], num_classes=config.num_classes, resolution=config.resolution,
+                 dtype=dtype or config.model.compute_dtype, where=f"config.model.{role}")
+
+
+def build(block: Mapping[str, Any], *, num_classes: int, resolution: int | None = None,
+          dtype: str = "float32", where: str = "block") -> nn.Module:
+    """Instantiates the network of one block ({'name': registered name, **constructor fields}) outside
+    a run config (converters, benchmarks). `where` names the block in errors; `resolution` None leaves
+    the class default (networks that are resolution-agnostic do not declare it)."""
+    name = block.get("name")
+    if name not in REGISTRY:
+        raise ValueError(f"{where}.name: unknown network {name!r}; registered: {sorted(REGISTRY)}")
+    cls = REGISTRY[name].cls
+    declared = {field.name for field in dataclasses.fields(cls)} - {"name", "parent"}
     # Lists come back from JSON (checkpointed configs) and the command line; modules hash their fields.
-    fields = {key: tuple(value) if isinstance(value, list) else value
-              for key, value in config.model[role].items() if key != "name"}
+    fields = {key: tuple(value) if isinstance(value, list) else value for key, value in block.items() if key != "name"}
     unknown = sorted(set(fields) - declared)
     if unknown:
-        raise ValueError(f"config.model.{role}: {network.cls.__name__} has no field(s) {unknown}; "
-                         f"its fields: {sorted(declared)}")
-    shared = {"num_classes": config.num_classes, "resolution": config.resolution,
-              "dtype": compute_dtype(dtype or config.model.compute_dtype)}
-    shared = {key: value for key, value in shared.items() if key in declared}
-    return network.cls(**shared, **fields)
+        raise ValueError(f"{where}: {cls.__name__} has no field(s) {unknown}; its fields: {sorted(declared)}")
+    shared = {"num_classes": num_classes, "resolution": resolution, "dtype": compute_dtype(dtype)}
+    shared = {key: value for key, value in shared.items() if key in declared and value is not None}
+    return cls(**shared, **fields)
 
 
 def init_variables(config: ml_collections.ConfigDict, role: str, module: nn.Module,
