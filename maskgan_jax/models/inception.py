@@ -287,4 +287,3 @@ def load_inception_params(path: str) -> dict[str, Any]:
                                      f"{spec[kind]}; {_CONVERTER_HINT}")
                 flat[key] = array.astype(np.float32)
     return params_from_flat(flat)
-
