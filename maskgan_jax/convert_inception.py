@@ -209,13 +209,21 @@ def convert(tree: ScriptObject, source: str) -> dict[str, np.ndarray]:
             raise ValueError(f"{source}: {torch_path} has stride {stride} padding {padding}; "
                              f"models.inception expects strides {spec['strides']} padding "
                              f"{spec['padding']}")
-        # Fold in float64 so that the float32 result is the correctly rounded folded value.
-        scale = 1.0 / np.sqrt(tensors["var"].astype(np.float64) + inception.BN_EPSILON)
-        kernel = tensors["weight"].astype(np.float64).transpose(2, 3, 1, 0) * scale  # OIHW->HWIO
-        bias = tensors["beta"].astype(np.float64) - tensors["mean"].astype(np.float64) * scale
-        arrays[f"{path}/kernel"] = kernel.astype(np.float32)
-        arrays[f"{path}/bias"] = bias.astype(np.float32)
+        arrays[f"{path}/kernel"], arrays[f"{path}/bias"] = fold_batchnorm(**tensors)
     return arrays
+
+
+def fold_batchnorm(weight: np.ndarray, beta: np.ndarray, mean: np.ndarray,
+                   var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """conv(x, weight) then (y - mean) / sqrt(var + 1e-3) + beta, as one conv with a bias.
+
+    weight (O, I, kh, kw) OIHW; beta, mean, var (O,). Returns kernel (kh, kw, I, O) HWIO and
+    bias (O,), float32, computed in float64 so that each is the correctly rounded folded value.
+    """
+    scale = 1.0 / np.sqrt(np.asarray(var, np.float64) + inception.BN_EPSILON)
+    kernel = np.asarray(weight, np.float64).transpose(2, 3, 1, 0) * scale
+    bias = np.asarray(beta, np.float64) - np.asarray(mean, np.float64) * scale
+    return kernel.astype(np.float32), bias.astype(np.float32)
 
 
 def _oihw(hwio: tuple[int, ...]) -> tuple[int, ...]:
