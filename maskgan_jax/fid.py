@@ -159,9 +159,13 @@ def extract_features(params, images: Sequence[np.ndarray] | np.ndarray,
     ``batch_size`` (the last one zero-padded so that one compiled shape serves all)."""
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size}; expected >= 1")
+    params = jax.device_put(params)  # once, not with every batch (a no-op if already there)
     features = []
     for start in range(0, len(images), batch_size):
-        batch = np.stack(images[start:start + batch_size]).astype(np.uint8)
+        batch = np.stack(images[start:start + batch_size])
+        if batch.dtype != np.uint8 or batch.shape[1:] != (inception.INPUT_SIZE,) * 2 + (3,):
+            raise ValueError(f"images {start}..{start + len(batch) - 1} are {batch.dtype} "
+                             f"{batch.shape[1:]}; expected uint8 (299, 299, 3) (see load_image)")
         count = batch.shape[0]
         if count < batch_size:
             batch = np.concatenate([batch, np.zeros((batch_size - count,) + batch.shape[1:],
@@ -174,6 +178,7 @@ def folder_features(params, folder: str | os.PathLike, batch_size: int = 50) -> 
     """Features (N, 2048) of the images in ``folder`` (see :func:`image_files`), loaded one batch
     at a time so memory stays at one batch of 299x299 images."""
     files = image_files(folder)
+    params = jax.device_put(params)
     return np.concatenate([
         extract_features(params, [load_image(f) for f in files[i:i + batch_size]], batch_size)
         for i in range(0, len(files), batch_size)])

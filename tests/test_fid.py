@@ -221,8 +221,9 @@ def _write_torchscript(path, tree):
                 out += _plain(key) + emit(item)
             return out + b"ub"
         if isinstance(value, np.ndarray):
+            value = np.ascontiguousarray(value)
             value = _Strided(value.ravel(), 0, value.shape,
-                             tuple(s // value.itemsize for s in np.ascontiguousarray(value).strides))
+                             tuple(s // value.itemsize for s in value.strides))
         if isinstance(value, _Strided):
             key = str(len(storages))
             storages.append(np.ascontiguousarray(value.storage).astype("<f4").tobytes())
@@ -377,3 +378,19 @@ def test_fid_cli_end_to_end(tmp_path, capsys):
 
     assert fid.main(argv + [str(stats), str(tmp_path / "fake")]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == last
+
+
+def test_fid_cli_help_and_input_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        fid.main(["--help"])
+    assert exit_info.value.code == 0 and "--save_stats" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        fid.image_files(tmp_path / "absent")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "only.png")
+    with pytest.raises(ValueError, match="has 1 .png/.jpg/.jpeg images; FID and KID need"):
+        fid.image_files(tmp_path)
+    with pytest.raises(ValueError, match=r"float64 \(64, 64, 3\); expected uint8 \(299, 299, 3\)"):
+        fid.extract_features({}, np.zeros((2, 64, 64, 3)))
+    np.savez(tmp_path / "stats.npz", mu=np.zeros(3))
+    with pytest.raises(ValueError, match="has no 'features'"):
+        fid.load_statistics_features(str(tmp_path / "stats.npz"))
