@@ -22,8 +22,8 @@ and load them with :func:`load_inception_params`. ``python -m maskgan_jax.fid`` 
 
 Input: images (N, 299, 299, 3) RGB, ``uint8 / 128 - 1`` (so 0 -> -1, 255 -> 0.9921875, what the
 TF graph expects; :func:`preprocess_uint8`). Resizing to 299 is the caller's job (the FID CLI uses
-PIL bicubic). Convolutions run at ``Precision.HIGHEST``: TF32 or bf16 passes on accelerators would
-move features by ~1e-3 and FID with them.
+PIL bicubic). Convolutions run at ``Precision.HIGHEST``: the default precision on GPUs and TPUs
+(TF32 or bf16 passes) is not float32-accurate, and FID would then depend on the device.
 """
 
 from __future__ import annotations
