@@ -102,7 +102,7 @@ def test_fid_rejects_mismatched_statistics():
 def _kid_double_loop(x, y):
     """Unbiased MMD^2 with k(a, b) = (a.b / d + 1)^3, written out pair by pair."""
     dim, m, n = x.shape[1], len(x), len(y)
-    k = lambda a, b: (float(np.dot(a, b)) / dim + 1.0) ** 3  # noqa: E731
+    k = lambda a, b: (float(np.dot(a, b)) / dim + 1.0) ** 3
     xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
     yy = sum(k(y[i], y[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
     xy = sum(k(x[i], y[j]) for i in range(m) for j in range(n)) / (m * n)
@@ -178,7 +178,7 @@ def test_model_geometry():
     """94 convs, 21,768,352 values (pytorch-fid's 23.9M minus its 1008-way classifier)."""
     layers = inception.conv_layers()
     assert len(layers) == 94
-    assert sum(np.prod(l["kernel"]) + l["bias"][0] for l in layers.values()) == 21_768_352
+    assert sum(np.prod(layer["kernel"]) + layer["bias"][0] for layer in layers.values()) == 21_768_352
     assert layers["mixed_10/tower_2_conv"]["kernel"] == (1, 1, 2048, 192)
     assert layers["mixed_5/tower_1/conv_1"]["kernel"] == (7, 1, 160, 160)
     assert layers["mixed_4/tower_1/conv_1"]["padding"] == ((3, 3), (0, 0))
