@@ -93,14 +93,20 @@ def find_latest(path: str | Path, phase_hint: str | None = None) -> tuple[Path, 
 def restore_network(path: str | Path, name: str, abstract_state: Any, phase_hint: str | None = None) -> Any:
     """Restores one network's item (e.g. 'generator') from the latest checkpoint at `path`, and nothing
     else (no optimiser state of other networks, no data iterator). `abstract_state` is the target pytree
-    of ShapeDtypeStructs with shardings; its structure decides what is read (e.g. params only)."""
+    of ShapeDtypeStructs with shardings, a dict holding a subset of the item's top-level entries
+    (e.g. {'params': ...}, or also 'batch_stats'): only those are read."""
     directory, step = find_latest(path, phase_hint)
     item_dir = directory / str(step) / name
     if not item_dir.is_dir():
         present = sorted(p.name for p in (directory / str(step)).iterdir() if p.is_dir())
         raise FileNotFoundError(f"{directory / str(step)}: checkpoint has no {name!r} item (it has {present})")
-    with ocp.StandardCheckpointer() as checkpointer:
-        return checkpointer.restore(item_dir, abstract_state)
+    handler = ocp.PyTreeCheckpointHandler()
+    try:
+        return handler.restore(item_dir, args=ocp.args.PyTreeRestore(
+            item=abstract_state, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state),
+            partial_restore=True))
+    finally:
+        handler.close()
 
 
 def read_config(path: str | Path, phase_hint: str | None = None) -> dict[str, Any]:

@@ -14,5 +14,8 @@ TRAINED = {"maskvae": ("mask_vae",), "dmn": ("generator", "discriminator"),
 FROZEN = {"maskvae": (), "dmn": (), "ebst": ("mask_vae",)}
 # Where a network comes from when a phase starts: the phase that last trained it.
 SOURCE_PHASE = {"mask_vae": "maskvae", "generator": "dmn", "discriminator": "dmn"}
+# Optimiser states that cover more than their own network: in EBST the blender's holds stage 2's joint
+# Adam over G_A and B (the reference's optimizer_GB); G_A keeps its own state for stage 1.
+JOINT_OPTIMIZER = {"ebst": {"blender": ("generator", "blender")}}
 # Phases whose checkpoints hold a generator to edit with, the most trained first.
 GENERATOR_PHASES = ("ebst", "dmn")

@@ -67,8 +67,14 @@ def learning_rate_schedule(phase: ml_collections.ConfigDict) -> optax.Schedule:
 
 
 def optimizer(phase: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """Adam with the phase's betas and schedule; one instance per trained network."""
-    return optax.adam(learning_rate_schedule(phase), b1=phase.b1, b2=phase.b2, eps=phase.eps)
+    """Adam with the phase's betas, its learning rate a hyperparameter held in the optimiser state.
+
+    The step sets that rate from the phase's schedule at the loop step before each update
+    (`steps.apply_gradients`), so it follows the loop whatever the number of updates per step (EBST
+    updates G and D in both stages), and the state records the rate actually applied.
+    """
+    return optax.inject_hyperparams(optax.adam)(learning_rate=phase.learning_rate, b1=phase.b1, b2=phase.b2,
+                                                eps=phase.eps)
 
 
 def init_rng(name: str, config: ml_collections.ConfigDict) -> jax.Array:
@@ -103,12 +109,25 @@ def create_sharded(make: Callable[[], Any], mesh: jax.sharding.Mesh, min_sharded
 
 
 def create_state(name: str, networks: Networks, config: ml_collections.ConfigDict,
-                 tx: optax.GradientTransformation | None, mesh: jax.sharding.Mesh) -> tuple[NetState, Any]:
-    """Network `name`'s fresh state (initial variables from `init_rng`, optimiser state of `tx`),
-    created directly in its shardings on `mesh`. Returns (state, shardings)."""
-    rng = init_rng(name, config)
-    return create_sharded(lambda: new_net_state(init_variables(name, networks, config, rng), tx), mesh,
-                          config.mesh.fsdp_min_weight_size)
+                 tx: optax.GradientTransformation | None, mesh: jax.sharding.Mesh,
+                 optimized: tuple[str, ...] | None = None) -> tuple[NetState, Any]:
+    """Network `name`'s fresh state, created directly in its shardings on `mesh`: initial variables from
+    `init_rng`, and the optimiser state of `tx` (None: a frozen network, no optimiser state).
+
+    optimized: the networks whose parameters the optimiser state covers, as {name: params} (default:
+    `name` alone, the state over its own params; see phases.JOINT_OPTIMIZER). Returns (state, shardings).
+    """
+
+    def make() -> NetState:
+        variables = init_variables(name, networks, config, init_rng(name, config))
+        if optimized is None or tx is None:
+            return new_net_state(variables, tx)
+        covered = {other: variables["params"] if other == name else
+                   init_variables(other, networks, config, init_rng(other, config))["params"] for other in optimized}
+        return NetState(params=variables["params"], opt_state=tx.init(covered),
+                        batch_stats=variables.get("batch_stats", {}))
+
+    return create_sharded(make, mesh, config.mesh.fsdp_min_weight_size)
 
 
 def abstract_with_shardings(abstract: Any, shardings: Any) -> Any:

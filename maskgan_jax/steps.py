@@ -27,7 +27,7 @@ import optax
 
 from maskgan_jax import losses, objective
 from maskgan_jax.models import one_hot_mask, registry
-from maskgan_jax.state import NetState, Networks
+from maskgan_jax.state import NetState, Networks, learning_rate_schedule
 
 Metrics = dict[str, jax.Array]
 Step = Callable[..., tuple[dict[str, NetState], "Guard", Metrics]]
@@ -35,25 +35,29 @@ Step = Callable[..., tuple[dict[str, NetState], "Guard", Metrics]]
 
 @flax.struct.dataclass
 class Guard:
-    """first_bad_step: int32, -1 while every step so far was finite. bad_terms: int32 bitmask over the
-    sorted metric names of the step that failed (decoded by `describe_bad_terms`)."""
+    """first_bad_step: int32, -1 while every step so far was finite. bad_stage: int32, the stage (0, or
+    1 for EBST stage 2) whose metrics failed. bad_terms: int32 bitmask over the sorted metric names of
+    that stage (decoded by `describe_bad_terms`)."""
 
     first_bad_step: jax.Array
+    bad_stage: jax.Array
     bad_terms: jax.Array
 
     @classmethod
     def create(cls) -> Guard:
-        return cls(first_bad_step=jnp.array(-1, jnp.int32), bad_terms=jnp.array(0, jnp.int32))
+        return cls(first_bad_step=jnp.array(-1, jnp.int32), bad_stage=jnp.array(-1, jnp.int32),
+                   bad_terms=jnp.array(0, jnp.int32))
 
 
 def describe_bad_terms(bad_terms: int, metric_names: list[str]) -> list[str]:
-    """The metric names whose bits are set in `bad_terms`."""
+    """The metric names whose bits are set in `bad_terms`; `metric_names`: the failed stage's metrics."""
     return [name for i, name in enumerate(sorted(metric_names)) if bad_terms >> i & 1]
 
 
 def _guarded(old: dict[str, NetState], new: dict[str, NetState], guard: Guard, metrics: Metrics,
-             step: jax.Array) -> tuple[dict[str, NetState], Guard]:
-    """Keeps the old states if any metric is non-finite, and records the first such step in the guard."""
+             step: jax.Array, stage: int) -> tuple[dict[str, NetState], Guard]:
+    """Keeps the old states if any metric is non-finite, and records the first such step (and the stage,
+    `stage`, whose metrics failed) in the guard."""
     names = sorted(metrics)
     finite = jnp.stack([jnp.isfinite(metrics[name]) for name in names])
     all_finite = jnp.all(finite)
@@ -61,15 +65,38 @@ def _guarded(old: dict[str, NetState], new: dict[str, NetState], guard: Guard, m
     states = jax.tree_util.tree_map(lambda n, o: jnp.where(all_finite, n, o), new, old)
     first_failure = jnp.logical_and(guard.first_bad_step < 0, jnp.logical_not(all_finite))
     guard = Guard(first_bad_step=jnp.where(first_failure, step, guard.first_bad_step),
+                  bad_stage=jnp.where(first_failure, stage, guard.bad_stage),
                   bad_terms=jnp.where(first_failure, bits, guard.bad_terms))
     return states, guard
 
 
-def _apply_gradients(state: NetState, grads: Any, tx: optax.GradientTransformation,
+def with_learning_rate(opt_state: Any, learning_rate: jax.Array) -> Any:
+    """`opt_state` (of `state.optimizer`) with its learning-rate hyperparameter set."""
+    return opt_state._replace(hyperparams={**opt_state.hyperparams,
+                                           "learning_rate": jnp.asarray(learning_rate, jnp.float32)})
+
+
+def applied_learning_rate(opt_state: Any) -> jax.Array:
+    """The learning rate the last update of `opt_state` applied."""
+    return opt_state.hyperparams["learning_rate"]
+
+
+def apply_updates(params: Any, opt_state: Any, grads: Any, tx: optax.GradientTransformation,
+                  learning_rate: jax.Array) -> tuple[Any, Any]:
+    """One Adam update of `params` at `learning_rate`. Returns (params, opt_state)."""
+    updates, opt_state = tx.update(grads, with_learning_rate(opt_state, learning_rate), params)
+    return optax.apply_updates(params, updates), opt_state
+
+
+def _apply_gradients(state: NetState, grads: Any, tx: optax.GradientTransformation, learning_rate: jax.Array,
                      batch_stats: Any = None) -> NetState:
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    return state.replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state,
+    params, opt_state = apply_updates(state.params, state.opt_state, grads, tx, learning_rate)
+    return state.replace(params=params, opt_state=opt_state,
                          batch_stats=state.batch_stats if batch_stats is None else batch_stats)
+
+
+def _schedule(config: ml_collections.ConfigDict, phase: str) -> optax.Schedule:
+    return learning_rate_schedule(config.phases[phase])
 
 
 def _step_rng(seed: int, step: jax.Array, stream: int) -> jax.Array:
@@ -80,10 +107,11 @@ def _step_rng(seed: int, step: jax.Array, stream: int) -> jax.Array:
 
 
 def make_maskvae_step(networks: Networks, config: ml_collections.ConfigDict,
-                      tx: optax.GradientTransformation) -> Step:
+                      tx: optax.GradientTransformation, phase: str = "maskvae") -> Step:
     """MaskVAE pretraining: objective.MASK_VAE_TERMS (pixel-wise cross-entropy, KL(q(z|M) || N(0, I)))
     weighted by config.loss.weights."""
     vae = networks.mask_vae
+    schedule = _schedule(config, phase)
 
     def step_fn(states, guard, batch, step, vgg_params):
         del vgg_params
@@ -101,10 +129,12 @@ def make_maskvae_step(networks: Networks, config: ml_collections.ConfigDict,
             return total, (terms, accuracy, updated["batch_stats"])
 
         (total, (terms, accuracy, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        new = {**states, "mask_vae": _apply_gradients(state, grads, tx, batch_stats)}
+        new = {**states, "mask_vae": _apply_gradients(state, grads, tx, schedule(step), batch_stats)}
         metrics = {"mask_vae/total": total, "mask_vae/grad_norm": optax.tree.norm(grads),
-                   "mask_vae/pixel_accuracy": accuracy, **{f"mask_vae/{k}": v for k, v in terms.items()}}
-        states, guard = _guarded(states, new, guard, metrics, step)
+                   "mask_vae/pixel_accuracy": accuracy,
+                   "mask_vae/learning_rate": applied_learning_rate(new["mask_vae"].opt_state),
+                   **{f"mask_vae/{k}": v for k, v in terms.items()}}
+        states, guard = _guarded(states, new, guard, metrics, step, stage=0)
         return states, guard, metrics
 
     return step_fn
@@ -138,13 +168,14 @@ def _discriminator_loss(networks: Networks, d_params: Any, condition: jax.Array,
 
 
 def make_dmn_step(networks: Networks, config: ml_collections.ConfigDict, g_tx: optax.GradientTransformation,
-                  d_tx: optax.GradientTransformation) -> Step:
-    """Stage 1 (DMN training, and EBST's stage 1): reconstruct I_t from (I_t, M_t, M_t).
+                  d_tx: optax.GradientTransformation, phase: str = "dmn") -> Step:
+    """Stage 1 (DMN training, and EBST's stage 1 with phase='ebst'): reconstruct I_t from (I_t, M_t, M_t).
 
     As pix2pixHD, G and D losses are computed on one forward pass with the current D, then G and D
-    are both updated: D on (M_t, I_t) vs (M_t, stop_gradient(I_out)).
+    are both updated: D on (M_t, I_t) vs (M_t, stop_gradient(I_out)), each at `phase`'s scheduled rate.
     """
     g = networks.generator
+    schedule = _schedule(config, phase)
 
     def step_fn(states, guard, batch, step, vgg_params):
         image = batch["image"]
@@ -159,15 +190,18 @@ def make_dmn_step(networks: Networks, config: ml_collections.ConfigDict, g_tx: o
         (g_total, (g_terms, fake)), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(states["generator"].params)
         d_total, d_grads = jax.value_and_grad(
             lambda p: _discriminator_loss(networks, p, mask, image, fake))(d_params)
+        learning_rate = schedule(step)
         new = {**states,
-               "generator": _apply_gradients(states["generator"], g_grads, g_tx),
-               "discriminator": _apply_gradients(states["discriminator"], d_grads, d_tx)}
+               "generator": _apply_gradients(states["generator"], g_grads, g_tx, learning_rate),
+               "discriminator": _apply_gradients(states["discriminator"], d_grads, d_tx, learning_rate)}
         metrics = {"stage1/g_total": g_total, "stage1/d_total": d_total,
                    "stage1/g_grad_norm": optax.tree.norm(g_grads),
                    "stage1/d_grad_norm": optax.tree.norm(d_grads),
+                   "stage1/learning_rate_generator": applied_learning_rate(new["generator"].opt_state),
+                   "stage1/learning_rate_discriminator": applied_learning_rate(new["discriminator"].opt_state),
                    "stage1/l1_reconstruction": jnp.mean(jnp.abs(fake - image)),
                    **{f"stage1/{k}": v for k, v in g_terms.items()}}
-        states, guard = _guarded(states, new, guard, metrics, step)
+        states, guard = _guarded(states, new, guard, metrics, step, stage=0)
         return states, guard, metrics
 
     return step_fn
@@ -209,12 +243,16 @@ def blend_edits(networks: Networks, g_params: Any, b_params: Any, image: jax.Arr
 
 
 def make_ebst_stage2_step(networks: Networks, config: ml_collections.ConfigDict,
-                          g_tx: optax.GradientTransformation, b_tx: optax.GradientTransformation,
-                          d_tx: optax.GradientTransformation) -> Step:
+                          gb_tx: optax.GradientTransformation, d_tx: optax.GradientTransformation,
+                          phase: str = "ebst") -> Step:
     """Stage 2: update G_B = {G_A, B} jointly on dual-editing consistency, and D on the blend.
 
-    The MaskVAE is frozen (eval-mode BatchNorm, no gradient, no update).
+    G_B has its own optimiser, as the reference's `optimizer_GB`: one Adam state over
+    {'generator': G_A's params, 'blender': B's params}, held as the blender's `opt_state` (stage 1
+    keeps updating G_A with the generator's own state). D shares its optimiser with stage 1, as in the
+    reference. The MaskVAE is frozen (eval-mode BatchNorm, no gradient, no update).
     """
+    schedule = _schedule(config, phase)
 
     def step_fn(states, guard, batch, step, vgg_params):
         image = batch["image"]
@@ -235,18 +273,24 @@ def make_ebst_stage2_step(networks: Networks, config: ml_collections.ConfigDict,
         (gb_total, (terms, blend)), (g_grads, b_grads) = jax.value_and_grad(gb_loss_fn, has_aux=True)(gb_params)
         d_total, d_grads = jax.value_and_grad(
             lambda p: _discriminator_loss(networks, p, mask, image, blend))(d_params)
+        learning_rate = schedule(step)
+        gb, gb_opt_state = apply_updates(
+            {"generator": gb_params[0], "blender": gb_params[1]}, states["blender"].opt_state,
+            {"generator": g_grads, "blender": b_grads}, gb_tx, learning_rate)
         new = {**states,
-               "generator": _apply_gradients(states["generator"], g_grads, g_tx),
-               "blender": _apply_gradients(states["blender"], b_grads, b_tx),
-               "discriminator": _apply_gradients(states["discriminator"], d_grads, d_tx)}
+               "generator": states["generator"].replace(params=gb["generator"]),
+               "blender": states["blender"].replace(params=gb["blender"], opt_state=gb_opt_state),
+               "discriminator": _apply_gradients(states["discriminator"], d_grads, d_tx, learning_rate)}
         metrics = {"stage2/gb_total": gb_total, "stage2/d_total": d_total,
+                   "stage2/learning_rate_generator_blender": applied_learning_rate(gb_opt_state),
+                   "stage2/learning_rate_discriminator": applied_learning_rate(new["discriminator"].opt_state),
                    "stage2/g_grad_norm": optax.tree.norm(g_grads),
                    "stage2/b_grad_norm": optax.tree.norm(b_grads),
                    "stage2/d_grad_norm": optax.tree.norm(d_grads),
                    "stage2/inter_changed_fraction": jnp.mean((inter != batch["mask"]).astype(jnp.float32)),
                    "stage2/l1_blend": jnp.mean(jnp.abs(blend - image)),
                    **{f"stage2/{k}": v for k, v in terms.items()}}
-        states, guard = _guarded(states, new, guard, metrics, step)
+        states, guard = _guarded(states, new, guard, metrics, step, stage=1)
         return states, guard, metrics
 
     return step_fn

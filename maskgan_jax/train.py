@@ -28,7 +28,7 @@ from maskgan_jax import sharding as sharding_lib
 from maskgan_jax import state as state_lib
 from maskgan_jax import steps as steps_lib
 from maskgan_jax.models import load_vgg19_params
-from maskgan_jax.phases import FROZEN, PHASES, SOURCE_PHASE, TRAINED
+from maskgan_jax.phases import FROZEN, JOINT_OPTIMIZER, PHASES, SOURCE_PHASE, TRAINED
 
 
 class NonFiniteError(RuntimeError):
@@ -107,22 +107,31 @@ def _source(name: str, phase: str, config: ml_collections.ConfigDict, workdir: P
     return workdir
 
 
-def initial_states(phase: str, networks, config, workdir: Path, txs: dict[str, Any], mesh):
-    """States of every network the phase touches (phases.TRAINED and FROZEN), and their shardings.
-    Parameters (and BatchNorm statistics) come from `_source` when it names one; optimiser states
-    always start fresh. txs: the optimiser of each trained network."""
+def fresh_states(phase: str, networks, config, txs: dict[str, Any], mesh) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Freshly initialised states of every network the phase touches (phases.TRAINED and FROZEN), and
+    their shardings. txs: the optimiser of each trained network; frozen networks carry none."""
     states, shardings = {}, {}
     for name in TRAINED[phase] + FROZEN[phase]:
-        # Frozen networks carry an (unused) optimiser state too, so every checkpoint item has one shape.
-        tx = txs.get(name) or state_lib.optimizer(config.phases[phase])
-        fresh, shardings[name] = state_lib.create_state(name, networks, config, tx, mesh)
+        states[name], shardings[name] = state_lib.create_state(
+            name, networks, config, txs.get(name), mesh, optimized=JOINT_OPTIMIZER.get(phase, {}).get(name))
+    return states, shardings
+
+
+def initial_states(phase: str, networks, config, workdir: Path, txs: dict[str, Any], mesh):
+    """The phase's starting states and their shardings: `fresh_states`, with parameters (and BatchNorm
+    statistics) from `_source` where it names one; optimiser states always start fresh."""
+    states, shardings = fresh_states(phase, networks, config, txs, mesh)
+    for name, fresh in states.items():
         source = _source(name, phase, config, workdir)
-        if source is not None:
-            target = state_lib.abstract_with_shardings(jax.eval_shape(lambda f=fresh: f), shardings[name])
-            restored = ckpt.restore_network(source, name, target, phase_hint=SOURCE_PHASE[name])
-            fresh = fresh.replace(params=restored.params, batch_stats=restored.batch_stats)
-            logging.info("phase %s: %s from %s", phase, name, source)
-        states[name] = fresh
+        if source is None:
+            continue
+        abstract = state_lib.abstract_with_shardings(jax.eval_shape(lambda f=fresh: f), shardings[name])
+        target = {"params": abstract.params}
+        if abstract.batch_stats:
+            target["batch_stats"] = abstract.batch_stats
+        restored = ckpt.restore_network(source, name, target, phase_hint=SOURCE_PHASE[name])
+        states[name] = fresh.replace(params=restored["params"], batch_stats=restored.get("batch_stats", {}))
+        logging.info("phase %s: %s from %s", phase, name, source)
     return states, shardings
 
 
@@ -138,18 +147,21 @@ def compile_steps(phase: str, networks, config, txs, state_shardings, guard_shar
 
     if phase == "maskvae":
         return [jit(steps_lib.make_maskvae_step(networks, config, txs["mask_vae"]))]
-    stage1 = jit(steps_lib.make_dmn_step(networks, config, txs["generator"], txs["discriminator"]))
+    stage1 = jit(steps_lib.make_dmn_step(networks, config, txs["generator"], txs["discriminator"], phase))
     if phase == "dmn":
         return [stage1]
-    return [stage1, jit(steps_lib.make_ebst_stage2_step(networks, config, txs["generator"], txs["blender"],
-                                                         txs["discriminator"]))]
+    return [stage1, jit(steps_lib.make_ebst_stage2_step(networks, config, txs["blender"], txs["discriminator"],
+                                                         phase))]
 
 
-def _check_guard(guard: steps_lib.Guard, metric_names: list[str], phase: str, manager) -> None:
+def _check_guard(guard: steps_lib.Guard, stage_metric_names: list[list[str]], phase: str, manager) -> None:
+    """Raises NonFiniteError naming the failed terms if the guard recorded a non-finite step.
+    stage_metric_names: each stage's metric names (the guard's bits index the failed stage's)."""
     first_bad = int(jax.device_get(guard.first_bad_step))
     if first_bad < 0:
         return
-    terms = steps_lib.describe_bad_terms(int(jax.device_get(guard.bad_terms)), metric_names)
+    names = stage_metric_names[int(jax.device_get(guard.bad_stage))]
+    terms = steps_lib.describe_bad_terms(int(jax.device_get(guard.bad_terms)), names)
     # An earlier asynchronous save may still be in flight: finish it so the last good checkpoint is
     # complete on disk (not a temporary directory a later run would clean up) before stopping.
     ckpt.wait(manager)
@@ -158,10 +170,6 @@ def _check_guard(guard: steps_lib.Guard, metric_names: list[str], phase: str, ma
         f"phase {phase}: non-finite {', '.join(terms) or 'values'} at step {first_bad + 1}; stopping. "
         f"The update of that step was not applied and nothing after it was saved; the last good "
         f"checkpoint is step {latest} in {ckpt.phase_directory(manager.directory.parent.parent, phase)}.")
-
-
-def _lr_metrics(phase: str, config: ml_collections.ConfigDict, step: int) -> dict[str, float]:
-    return {f"{phase}/learning_rate": float(state_lib.learning_rate_schedule(config.phases[phase])(step))}
 
 
 def train_phase(phase: str, config: ml_collections.ConfigDict, workdir: Path, mesh, networks,
@@ -204,21 +212,23 @@ def train_phase(phase: str, config: ml_collections.ConfigDict, workdir: Path, me
     preview_fn = previews.make_preview_fn(phase, networks, config, mesh)
 
     metrics, host_metrics, preempted, step = {}, {}, False, start
+    stage_metric_names = [[] for _ in step_fns]
     # Whatever ends the loop (the last step, a stop request, an error), pending saves finish first.
     try:
         for step in range(start, num_steps):
             batch = next(iterator)
-            for step_fn in step_fns:
+            for stage, step_fn in enumerate(step_fns):
                 states, guard, stage_metrics = step_fn(states, guard, batch, step, vgg_params)
                 metrics.update(stage_metrics)
+                stage_metric_names[stage] = list(stage_metrics)
             done = step + 1
             for hook in hooks:
                 hook(done)
             is_last = done == num_steps
             if done % phase_config.log_every_steps == 0 or is_last:
-                _check_guard(guard, list(metrics), phase, manager)
+                _check_guard(guard, stage_metric_names, phase, manager)
                 host_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                writer.write_scalars(done, {**host_metrics, **_lr_metrics(phase, config, step)})
+                writer.write_scalars(done, host_metrics)
             if done % phase_config.image_every_steps == 0 or is_last:
                 grid = np.asarray(jax.device_get(preview_fn(states, batch)))
                 writer.write_images(done, {f"{phase}/grid": grid[None]})
@@ -226,7 +236,7 @@ def train_phase(phase: str, config: ml_collections.ConfigDict, workdir: Path, me
                     previews.save_png(grid, workdir / "images" / f"{phase}_{done:07d}.png")
             preempted = stop.requested(manager, done, poll_all_processes=done % phase_config.log_every_steps == 0)
             if preempted or manager.should_save(done) or is_last:
-                _check_guard(guard, list(metrics), phase, manager)
+                _check_guard(guard, stage_metric_names, phase, manager)
                 ckpt.save(manager, done, states, guard, iterator, config, force=preempted or is_last)
             if preempted:
                 logging.warning("phase %s: stop requested; saved step %d", phase, done)

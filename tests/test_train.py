@@ -155,7 +155,7 @@ def test_nonfinite_guard_stops_and_keeps_last_good_checkpoint(tmp_path, smoke_da
     template = jax.eval_shape(lambda: state_lib.create_state(
         "generator", state_lib.build_networks(config), config, state_lib.optimizer(config.phases.dmn),
         train.sharding_lib.create_mesh(config.mesh))[0])
-    restored = ckpt.restore_network(tmp_path, "generator", template, "dmn")
+    restored = ckpt.restore_network(tmp_path, "generator", {"params": template.params}, "dmn")
     assert all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(restored))
 
 
