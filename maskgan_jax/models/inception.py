@@ -36,6 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from maskgan_jax.models.weights_file import read_npz_weights
+
 INPUT_SIZE = 299
 FEATURE_DIM = 2048
 BN_EPSILON = 1e-3  # the TF graph's BatchNorm epsilon (folded into the convs by the converter)
@@ -260,30 +262,5 @@ def load_inception_params(path: str) -> dict[str, Any]:
     Returns the parameter tree of :class:`InceptionV3` as float32 NumPy arrays. Raises
     FileNotFoundError / ValueError naming the file, the key and the expected shape.
     """
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"Inception weights file {path!r} does not exist; {_CONVERTER_HINT}") from None
-    except (OSError, ValueError) as error:
-        raise ValueError(f"Inception weights file {path!r} is not a readable .npz ({error}); "
-                         f"{_CONVERTER_HINT}") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(f"Inception weights file {path!r} holds a single array, not an .npz of "
-                         f"named arrays; {_CONVERTER_HINT}")
-    flat = {}
-    with archive:
-        for layer, spec in conv_layers().items():
-            for kind in ("kernel", "bias"):
-                key = f"{layer}/{kind}"
-                if key not in archive.files:
-                    raise ValueError(f"Inception weights file {path!r} has no key {key!r} (it "
-                                     f"has {len(archive.files)} keys, e.g. "
-                                     f"{sorted(archive.files)[:4]}); {_CONVERTER_HINT}")
-                array = archive[key]
-                if array.shape != spec[kind] or not np.issubdtype(array.dtype, np.floating):
-                    raise ValueError(f"Inception weights file {path!r}: key {key!r} has shape "
-                                     f"{array.shape} dtype {array.dtype}; expected float "
-                                     f"{spec[kind]}; {_CONVERTER_HINT}")
-                flat[key] = array.astype(np.float32)
-    return params_from_flat(flat)
+    expected = {f"{layer}/{kind}": spec[kind] for layer, spec in conv_layers().items() for kind in ("kernel", "bias")}
+    return params_from_flat(read_npz_weights(path, expected, "Inception weights file", _CONVERTER_HINT))

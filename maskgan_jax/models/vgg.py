@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from maskgan_jax.models.weights_file import read_npz_weights
+
 # (block, number of 3x3 convs kept in that block); a 2x2/2 max-pool precedes blocks 2..5.
 _BLOCK_CONVS = ((1, 2), (2, 2), (3, 4), (4, 4), (5, 1))
 _BLOCK_CHANNELS = {1: 64, 2: 128, 3: 256, 4: 512, 5: 512}
@@ -123,31 +125,7 @@ def load_vgg19_params(path: str) -> dict[str, dict[str, np.ndarray]]:
     :class:`VGG19Features` as float32 NumPy arrays (place them on devices as you like).
     Raises FileNotFoundError / ValueError naming the file, the key and what was expected.
     """
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"VGG19 weights file {path!r} does not exist; {_CONVERTER_HINT}") from None
-    except (OSError, ValueError) as error:
-        raise ValueError(f"VGG19 weights file {path!r} is not a readable .npz ({error}); "
-                         f"{_CONVERTER_HINT}") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(f"VGG19 weights file {path!r} holds a single array, not an .npz of named "
-                         f"arrays; {_CONVERTER_HINT}")
-    params: dict[str, dict[str, np.ndarray]] = {}
-    with archive:
-        for layer, shapes in vgg19_param_shapes().items():
-            params[layer] = {}
-            for kind, expected_shape in shapes.items():
-                key = f"{layer}/{kind}"
-                if key not in archive.files:
-                    raise ValueError(f"VGG19 weights file {path!r} has no key {key!r} (it has "
-                                     f"{len(archive.files)} keys, e.g. "
-                                     f"{sorted(archive.files)[:4]}); {_CONVERTER_HINT}")
-                array = archive[key]
-                if array.shape != expected_shape or not np.issubdtype(array.dtype, np.floating):
-                    raise ValueError(f"VGG19 weights file {path!r}: key {key!r} has shape "
-                                     f"{array.shape} dtype {array.dtype}; expected float "
-                                     f"{expected_shape} (HWIO kernels); {_CONVERTER_HINT}")
-                params[layer][kind] = array.astype(np.float32)
-    return params
+    shapes = vgg19_param_shapes()
+    expected = {f"{layer}/{kind}": shape for layer, kinds in shapes.items() for kind, shape in kinds.items()}
+    arrays = read_npz_weights(path, expected, "VGG19 weights file", f"(HWIO kernels) {_CONVERTER_HINT}")
+    return {layer: {kind: arrays[f"{layer}/{kind}"] for kind in kinds} for layer, kinds in shapes.items()}
