@@ -226,7 +226,8 @@ def _assert_close(single, multi):
 
     def moment_kind(path):  # e.g. ('generator', 'mu'), or None for parameters and statistics
         keys = [getattr(k, "key", getattr(k, "idx", None)) for k in path]
-        return (keys[0], next(k for k in keys if k in ("mu", "nu", "count"))) if "opt_state" in keys else None
+        kinds = ("mu", "nu", "count", "hyperparams")  # hyperparams: the learning rate applied, Adam's betas
+        return (keys[0], next(k for k in keys if k in kinds)) if "opt_state" in keys else None
 
     scales = {}
     for path, a in leaves:
