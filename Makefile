@@ -44,6 +44,7 @@ quickstart: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m maskgan_jax.benchmarks.dmn_speed
+	$(PY) -m maskgan_jax.benchmarks.step_speed --variants=quickstart,paper
 
 clean:
 	rm -rf $(VENV) build *.egg-info

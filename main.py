@@ -11,10 +11,9 @@ SLURM, or take --coordinator_address, --num_processes and --process_id.
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-import maskgan_jax  # noqa: F401  (XLA:CPU flags must be set before JAX starts)
 import jax
 
-from maskgan_jax import train
+from maskgan_jax import runtime, train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard logs, image grids and data.")
@@ -42,6 +41,7 @@ def _initialize_distributed() -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    runtime.setup()  # before JAX starts its backend (jax.distributed.initialize does)
     _initialize_distributed()
     logging.info("JAX process %d of %d, devices: %s", jax.process_index(), jax.process_count(), jax.devices())
     results = train.train(FLAGS.config, FLAGS.workdir)

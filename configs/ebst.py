@@ -113,6 +113,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # than the memory they save).
     config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, fsdp_min_weight_size=2 ** 14))
     config.profile_steps = 5  # steps traced by clu's Profile hook once per phase (0: off)
+    # JAX's persistent compilation cache: a restarted run reuses the compiled steps. A relative path is
+    # under the workdir; '' turns it off.
+    config.compilation_cache_dir = "jax_cache"
 
     if arg in (None, ""):
         return config
@@ -172,6 +175,8 @@ def _smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     # 40 MaskVAE steps (a few seconds): after 4 its decoded masks are one class everywhere, which makes
     # EBST's simulated edits constant maps and stage 2 degenerate (InstanceNorm of a constant input).
     _set_phase(config.phases.maskvae, 40, 1e-3, 10, 40, 20)
+    # Off: the test suite shares one cache across its runs (tests/conftest.py).
+    config.compilation_cache_dir = ""
     _set_phase(config.phases.dmn, 4, 1e-3, 2, 4, 2)
     _set_phase(config.phases.ebst, 4, 1e-3, 2, 4, 2)
     for phase in config.phases.values():

@@ -42,7 +42,6 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Iterable, Iterator, Sequence
 
-import maskgan_jax  # noqa: F401  (sets XLA:CPU flags before JAX starts)
 import flax
 import jax
 import jax.numpy as jnp
@@ -54,7 +53,7 @@ from etils import epath
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from maskgan_jax import checkpoint as checkpoint_lib
-from maskgan_jax import mask_io
+from maskgan_jax import mask_io, runtime
 from maskgan_jax.models import DenseMappingNetwork, one_hot_mask, registry
 from maskgan_jax.phases import GENERATOR_PHASES
 from maskgan_jax.sharding import DATA_AXIS
@@ -64,23 +63,7 @@ GENERATOR_ITEM = "generator"
 DEFAULT_CACHE_DIR = "~/.cache/maskgan_jax/jax_cache"
 
 
-# ----------------------------------------------------------------------------- runtime set-up
-
-
-def enable_compilation_cache(cache_dir: str | Path | None = DEFAULT_CACHE_DIR) -> Path | None:
-    """Turns on JAX's persistent compilation cache in `cache_dir` (None or '': leaves it off).
-
-    Every compiled program is stored, however fast it compiled, so a second run of the same
-    shapes starts without compiling. Returns the directory used.
-    """
-    if not cache_dir:
-        return None
-    path = Path(cache_dir).expanduser().absolute()
-    path.mkdir(parents=True, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    return path
+# ----------------------------------------------------------------------------- devices
 
 
 def editing_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -562,6 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    runtime.setup()
     parser = build_parser()
     args = parser.parse_args(argv)
     if (args.tfds is None) == (args.image is None):
@@ -573,7 +557,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.batch_size < 1:
         parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
     transfer = mask_io.parse_classes(args.transfer) if args.transfer else None
-    enable_compilation_cache(args.jax_cache_dir)
+    runtime.enable_compilation_cache(args.jax_cache_dir)
     loaded = load_generator(args.checkpoint, args.phase, args.resolution, compute_dtype=args.compute_dtype)
     logging.info("Generator from %s (%dx%d) on %d device(s)", loaded.step_dir, loaded.resolution, loaded.resolution,
                  loaded.mesh.devices.size)

@@ -51,7 +51,7 @@ import numpy as np
 from PIL import Image
 
 from maskgan_jax import edit as edit_lib
-from maskgan_jax import mask_io, metrics
+from maskgan_jax import mask_io, metrics, runtime
 from tfds_celebamask import labels
 from tfds_celebamask import synthetic
 
@@ -321,13 +321,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    runtime.setup()
     parser = build_parser()
     args = parser.parse_args(argv)
     out = args.out or args.workdir
     if out is None:
         parser.error("give --workdir or --out")
     start = time.perf_counter()
-    edit_lib.enable_compilation_cache(args.jax_cache_dir)
+    runtime.enable_compilation_cache(args.jax_cache_dir)
     if args.checkpoints:
         sources = {name: (path, None) for name, path in parse_checkpoints(args.checkpoints).items()}
     elif args.workdir:

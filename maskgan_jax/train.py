@@ -23,7 +23,7 @@ from clu import metric_writers, parameter_overview, periodic_actions
 
 from maskgan_jax import checkpoint as ckpt
 from maskgan_jax import data as data_lib
-from maskgan_jax import input_pipeline, objective, previews
+from maskgan_jax import input_pipeline, objective, previews, runtime
 from maskgan_jax import sharding as sharding_lib
 from maskgan_jax import state as state_lib
 from maskgan_jax import steps as steps_lib
@@ -264,6 +264,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> list[PhaseR
     objective.check_weights(config.loss.weights)
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
+    if config.compilation_cache_dir:
+        runtime.enable_compilation_cache(workdir / config.compilation_cache_dir)
     data_lib.prepare_dataset(config, workdir)
     mesh = sharding_lib.create_mesh(config.mesh)
     if config.data.global_batch_size % mesh.size:

@@ -8,8 +8,11 @@ if "xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
     os.environ["XLA_FLAGS"] += " --xla_force_host_platform_device_count=8"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import maskgan_jax  # noqa: F401  (sets the XLA:CPU flags before JAX starts)
 import jax
+
+from maskgan_jax import runtime
+
+runtime.setup()  # the entry points' XLA:CPU flag, before JAX starts its backend
 
 # Tests run tiny shapes once each: compile time dominates, so skip most XLA optimisations.
 jax.config.update("jax_disable_most_optimizations", True)

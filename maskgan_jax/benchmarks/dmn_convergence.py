@@ -21,54 +21,25 @@ learning-rate schedule follows --num_steps.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import time
 from pathlib import Path
 from collections.abc import Iterable
 
-import maskgan_jax  # noqa: F401  (sets XLA:CPU flags before JAX starts)
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from maskgan_jax import edit as edit_lib
+from maskgan_jax import runtime
+from maskgan_jax.benchmarks.common import load_config
 from maskgan_jax import state as state_lib
 from maskgan_jax import steps as steps_lib
 from tfds_celebamask import labels
 
 NETWORKS = ("generator", "discriminator")
-
-
-def load_config(spec: str, overrides: list[str]) -> ml_collections.ConfigDict:
-    """`path/to/config.py[:arg]` plus `field.path=value` overrides (values parsed as JSON, else strings).
-
-    main.py's `config_flags` needs absl flags; this script's subcommands use argparse, so the file is
-    loaded directly, the same way (its `get_config(arg)`).
-    Raises:
-      FileNotFoundError: no config file at the path. KeyError: an override names no config field.
-    """
-    path, _, arg = spec.partition(":")
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"--config: no config file {path!r} (expected e.g. configs/ebst.py:quickstart)")
-    module_spec = importlib.util.spec_from_file_location("run_config", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    config = module.get_config(arg or None)
-    config.lock()  # an override of a field that does not exist is an error, not a new field
-    for override in overrides:
-        key, _, text = override.partition("=")
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            value = text
-        try:
-            config.update_from_flattened_dict({key: value})
-        except (KeyError, AttributeError) as error:
-            raise KeyError(f"--set {override!r}: {key!r} is not a field of {spec}") from error
-    return config
 
 
 # ----------------------------------------------------------------------------- 1. export
@@ -212,6 +183,7 @@ def score(runs: list[Path], out: Path | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    runtime.setup()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("export", "train"):

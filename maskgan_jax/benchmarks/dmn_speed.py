@@ -38,12 +38,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import maskgan_jax  # noqa: F401  (sets XLA:CPU flags before JAX starts)
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from maskgan_jax import runtime
+from maskgan_jax.benchmarks.common import cost_gflop, matmul_function, time_once
 from maskgan_jax.models import one_hot_mask, registry
 from maskgan_jax.models.layers import LAYER_FORMS, layer_forms
 from tfds_celebamask.labels import NUM_CLASSES
@@ -166,32 +166,8 @@ def jax_step_functions(size: int, forms: str, dtype: Any, device: jax.Device
         }
     out = {}
     for name, (fn, args) in compiled.items():
-        out[name] = (lambda fn=fn, args=args: fn(*args), _cost_gflop(fn))
+        out[name] = (lambda fn=fn, args=args: fn(*args), cost_gflop(fn))
     return out
-
-
-def _cost_gflop(compiled: Any) -> float | None:
-    analysis = compiled.cost_analysis()
-    if isinstance(analysis, (list, tuple)):  # older jax returned one dict per device
-        analysis = analysis[0] if analysis else None
-    if not analysis or "flops" not in analysis:
-        return None
-    return float(analysis["flops"]) / 1e9
-
-
-def matmul_function(n: int, device: jax.Device) -> tuple[Callable[[], Any], float]:
-    """A jitted fp32 n x n matmul on `device` and its GFLOP (2 n^3)."""
-    rng = np.random.default_rng(1)
-    a = jax.device_put(rng.standard_normal((n, n), dtype=np.float32), device)
-    b = jax.device_put(rng.standard_normal((n, n), dtype=np.float32), device)
-    fn = jax.jit(jnp.matmul).lower(a, b).compile()
-    return (lambda: fn(a, b)), 2.0 * n ** 3 / 1e9
-
-
-def _time_once(fn: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    return time.perf_counter() - start
 
 
 # ----------------------------------------------------------------------------------------------
@@ -383,10 +359,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     if not args.keep_allocator:
         reexec_with_allocator_settings(argv)
+    runtime.setup()
     device = jax.devices(args.backend)[0] if args.backend else jax.devices()[0]
     dtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
     matmul, matmul_gflop = matmul_function(args.matmul_size, device)
-    _time_once(matmul)
+    time_once(matmul)
     matmul_seconds: list[float] = []
     rows: list[Timing] = []
     reference_gflop: dict[tuple[int, str], float | None] = {}  # for the PyTorch rows
@@ -396,11 +373,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         samples = {(forms, p): [] for forms in args.variants for p in args.passes}
         for (forms, p) in samples:
             for _ in range(args.warmup):
-                _time_once(functions[forms][p][0])
+                time_once(functions[forms][p][0])
         for _ in range(args.repeats):
-            matmul_seconds.append(_time_once(matmul))
+            matmul_seconds.append(time_once(matmul))
             for (forms, p), seconds in samples.items():
-                seconds.append(_time_once(functions[forms][p][0]))
+                seconds.append(time_once(functions[forms][p][0]))
         for (forms, p), seconds in samples.items():
             rows.append(Timing(f"JAX {forms} forms", size, p, statistics.median(seconds), functions[forms][p][1]))
         del functions
