@@ -33,6 +33,7 @@ import numpy as np
 import scipy.linalg
 from PIL import Image
 
+from maskgan_jax import runtime
 from maskgan_jax.models import inception
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -201,6 +202,7 @@ def load_statistics_features(path: str) -> np.ndarray:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    runtime.setup()
     parser = argparse.ArgumentParser(prog="python -m maskgan_jax.fid",
                                      description=__doc__.split("\n", 1)[0])
     parser.add_argument("real", help="folder of real images, or an .npz from --save_stats")
