@@ -50,8 +50,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         split="train",
         # Where the manual download lives; when set and the dataset is not built yet, the run builds it.
         manual_dir=placeholder(str),
+        # The reference trains at batch 1 (its --batchSize); 8 is this project's choice, so a run
+        # uses data parallelism (a batch per device) and fills an accelerator.
         global_batch_size=8,
         shuffle_seed=0,
+        # pix2pixHD's horizontal flip (its --no_flip option is off by default), here also swapping the
+        # left/right classes so the flipped mask stays a valid face mask.
         random_flip=True,
         worker_count=0,  # grain worker processes per host (0: in the main process)
         # Logical data shards (None: one per process). Fix it to make runs on different numbers of
@@ -93,6 +97,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     ))
 
     # --- phases, in order -----------------------------------------------------------------------------
+    # Learning rates: the DMN's is pix2pixHD's (2e-4); EBST's is the reference MaskGAN code's --lr
+    # (5e-5, for training on from the DMN); the MaskVAE's is this project's choice (the reference gives
+    # none). Lengths: the reference runs 100 epochs at the rate then 100 decaying to 0 (its --niter,
+    # --niter_decay) at batch 1; the steps here are this project's, at batch 8, with the same shape
+    # of schedule (constant, then linear decay over the last half).
     config.phases = ml_collections.ConfigDict(dict(
         maskvae=_phase(100_000, 2e-4, 100, 5_000, 5_000),
         dmn=_phase(200_000, 2e-4, 100, 5_000, 5_000),
