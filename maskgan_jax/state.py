@@ -73,8 +73,10 @@ def optimizer(phase: ml_collections.ConfigDict) -> optax.GradientTransformation:
     (`steps.apply_gradients`), so it follows the loop whatever the number of updates per step (EBST
     updates G and D in both stages), and the state records the rate actually applied.
     """
-    return optax.inject_hyperparams(optax.adam)(learning_rate=phase.learning_rate, b1=phase.b1, b2=phase.b2,
-                                                eps=phase.eps)
+    # Only the rate lives in the state; the betas and eps stay constants of the compiled step, as in
+    # optax.adam itself (so the arithmetic of every update is unchanged).
+    adam = optax.inject_hyperparams(optax.adam, static_args=("b1", "b2", "eps"))
+    return adam(learning_rate=phase.learning_rate, b1=phase.b1, b2=phase.b2, eps=phase.eps)
 
 
 def init_rng(name: str, config: ml_collections.ConfigDict) -> jax.Array:

@@ -167,7 +167,7 @@ def format_table(rows: Sequence[Row], matmul_rate: float | None, device: jax.Dev
         rate = r.gflop / r.seconds if r.gflop is not None else None
         fraction = f"{rate / reference:.2f}" if rate is not None and reference else "-"
         pipeline = f"{r.pipeline_images_per_second:.1f}" if r.pipeline_images_per_second else "-"
-        per_image = f"{r.gflop / r.images:.1f}" if r.gflop is not None else "-"
+        per_image = f"{r.gflop / r.images:.3g}" if r.gflop is not None else "-"
         achieved = f"{rate:.0f}" if rate is not None else "-"
         lines.append(f"| {r.variant} | {r.resolution} | {r.dtype} | {r.batch_per_device} | {r.stage} | "
                      f"{r.seconds:.3f} | {r.images / r.seconds:.1f} | {per_image} | {achieved} | {fraction} | "
