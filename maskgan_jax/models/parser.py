@@ -3,9 +3,14 @@
 Shaped like the reference's face-parsing U-Net (MaskGAN's `face_parsing/unet.py` with
 feature_scale 4: widths 16, 32, 64, 128, 256 over four 2x downsamplings, two 3x3 conv + norm + ReLU
 per level, transposed-conv upsampling, skip connections by concatenation at every level including the
-full resolution). The reference normalises with BatchNorm; this one uses GroupNorm, which keeps the
-network a pure function of (params, image) with no batch statistics to carry (the same at batch 1 in
-the CLI as at batch 8 in training).
+full resolution). Differences, each for a reason:
+- InstanceNorm with a learned affine (or GroupNorm) instead of BatchNorm: the network stays a pure
+  function of (params, image), with no batch statistics to carry, and parses a face the same at batch 1
+  in the CLI as at batch 8 in training. InstanceNorm runs in layers' fast form, ~20% faster per training
+  step on CPU than flax's GroupNorm at the quickstart's size;
+- the convs are `layers.Conv2D` and the upsampling `layers.UpConv` (3x3 stride-2 transposed conv, where
+  the reference's is 2x2): their XLA:CPU-friendly forms train ~2x faster on CPU than nn.Conv and
+  nn.ConvTranspose, whose automatic transposes XLA:CPU runs slowly (see layers' module doc).
 """
 
 from __future__ import annotations
@@ -16,10 +21,22 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from maskgan_jax.models.layers import Dtype
+from maskgan_jax.models.layers import Conv2D, Dtype, UpConv, encoder_kernel_init, instance_norm
 
-NORMS = ("group", "none")
+NORMS = ("group", "instance", "none")
 UPSAMPLINGS = ("transpose", "resize")
+
+
+class AffineInstanceNorm(nn.Module):
+    """InstanceNorm (layers.instance_norm, its fast XLA:CPU form) with a learned per-channel scale and bias."""
+
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        scale = self.param("scale", nn.initializers.ones_init(), (x.shape[-1],), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros_init(), (x.shape[-1],), jnp.float32)
+        return (instance_norm(x) * scale.astype(self.dtype) + bias.astype(self.dtype)).astype(self.dtype)
 
 
 class ConvBlock(nn.Module):
@@ -27,38 +44,41 @@ class ConvBlock(nn.Module):
 
     width: int
     convs: int = 2
-    norm: str = "group"
+    norm: str = "instance"
     groups: int = 8
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for i in range(self.convs):
-            x = nn.Conv(self.width, (3, 3), use_bias=self.norm == "none", dtype=self.dtype, name=f"conv_{i}")(x)
+            x = Conv2D(self.width, 3, padding=1, kernel_init=encoder_kernel_init, dtype=self.dtype,
+                       name=f"conv_{i}")(x)
             if self.norm == "group":
                 x = nn.GroupNorm(num_groups=min(self.groups, self.width), dtype=self.dtype, name=f"norm_{i}")(x)
+            elif self.norm == "instance":
+                x = AffineInstanceNorm(dtype=self.dtype, name=f"norm_{i}")(x)
             x = nn.relu(x)
         return x
 
 
 class UNet(nn.Module):
-    """Face image -> class logits. Defaults: the reference's widths (feature_scale 4), 1,942,883 parameters.
+    """Face image -> class logits. Defaults: the reference's widths (feature_scale 4), 2,161,955 parameters.
 
     Attributes:
       num_classes: output classes (the run's `num_classes`).
       widths: channels per level, full resolution first; len(widths) - 1 downsamplings, so H and W
         must be multiples of 2^(len(widths) - 1).
       convs_per_level: 3x3 convs in each encoder and decoder level.
-      norm: 'group' (GroupNorm, `groups` groups or fewer) or 'none' (conv biases instead).
-      upsample: 'transpose' (2x2 stride-2 transposed conv, as the reference) or 'resize' (nearest 2x
-        then 3x3 conv).
+      norm: 'instance' (InstanceNorm with a learned affine, in layers' fast form), 'group' (GroupNorm,
+        `groups` groups or fewer) or 'none'.
+      upsample: 'transpose' (3x3 stride-2 transposed conv) or 'resize' (nearest 2x, then a 3x3 conv).
       dtype: compute dtype; the logits are float32.
     """
 
     num_classes: int = 19
     widths: Sequence[int] = (16, 32, 64, 128, 256)
     convs_per_level: int = 2
-    norm: str = "group"
+    norm: str = "instance"
     groups: int = 8
     upsample: str = "transpose"
     dtype: Dtype = jnp.float32
@@ -91,11 +111,11 @@ class UNet(nn.Module):
         for level in reversed(range(len(self.widths) - 1)):
             width = self.widths[level]
             if self.upsample == "transpose":
-                x = nn.ConvTranspose(width, (2, 2), strides=(2, 2), dtype=self.dtype, name=f"upsample_{level}")(x)
+                x = UpConv(width, dtype=self.dtype, name=f"upsample_{level}")(x)
             else:
-                n, h, w, c = x.shape
-                x = jax.image.resize(x, (n, 2 * h, 2 * w, c), "nearest")
-                x = nn.Conv(width, (3, 3), dtype=self.dtype, name=f"upsample_{level}")(x)
+                x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+                x = Conv2D(width, 3, padding=1, kernel_init=encoder_kernel_init, dtype=self.dtype,
+                           name=f"upsample_{level}")(x)
             x = ConvBlock(width, **block, name=f"up_{level}")(jnp.concatenate([skips[level], x], axis=-1))
-        logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="classifier")(x)
+        logits = Conv2D(self.num_classes, 1, kernel_init=encoder_kernel_init, dtype=self.dtype, name="classifier")(x)
         return logits.astype(jnp.float32)
