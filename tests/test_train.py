@@ -83,7 +83,7 @@ def test_main_smoke_writes_checkpoints_events_and_grids(full_run):
         assert (full_run / "images" / f"{phase}_{last:07d}.png").is_file(), phase
     items = {p.name for p in (full_run / "checkpoints" / "ebst" / "4").iterdir()}
     assert {"generator", "discriminator", "mask_vae", "blender", "progress", "data", "config"} <= items
-    items = {p.name for p in (full_run / "checkpoints" / "parser" / "4").iterdir()}
+    items = {p.name for p in (full_run / "checkpoints" / "parser" / "4").iterdir() if p.is_dir()}
     assert items == {"parser", "progress", "data", "config"}
     assert ckpt.read_config(full_run, "ebst")["resolution"] == 64
 
