@@ -40,6 +40,7 @@ $(FID_INCEPTION_PT): | $(PY)
 quickstart: $(STAMP)
 	$(PY) main.py --config=configs/ebst.py:quickstart --workdir=$(QUICKSTART_DIR)
 	$(PY) -m maskgan_jax.evaluate --workdir=$(QUICKSTART_DIR)
+	$(PY) -m maskgan_jax.parse --checkpoint=$(QUICKSTART_DIR) --evaluate --num_faces=500
 	@echo "Image grids: $(QUICKSTART_DIR)/images  TensorBoard: $(QUICKSTART_DIR)/tensorboard"
 
 bench: $(STAMP)

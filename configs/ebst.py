@@ -1,4 +1,5 @@
-r"""MaskGAN's full pipeline: MaskVAE pretraining -> DMN training -> Editing Behavior Simulated Training.
+r"""MaskGAN's full pipeline: MaskVAE pretraining -> DMN training -> Editing Behavior Simulated Training,
+then the face parser that the editing evaluation runs on edited faces.
 
 Default: the paper's settings for CelebAMask-HQ at 512x512. Variants are chosen with a config
 argument, big_vision style:
@@ -76,6 +77,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         discriminator=dict(name="multiscale_patchgan", num_d=2, n_layers=3, ndf=64),
         mask_vae=dict(name="mask_vae", latent_dim=1024, base_width=32, max_width=2048),
         blender=dict(name="alpha_blender", ngf=32, n_downsample=3, n_blocks=3),
+        # The reference's face-parsing U-Net (feature_scale 4); InstanceNorm for its BatchNorm (see UNet.norm).
+        parser=dict(name="unet", widths=(16, 32, 64, 128, 256), convs_per_level=2, norm="instance", groups=8,
+                    upsample="transpose"),
     ))
 
     # --- objective ------------------------------------------------------------------------------------
@@ -83,8 +87,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # Weight of each term of maskgan_jax.objective (a term weighted 0 is not computed).
         # G and G_B (DMN, EBST stage 2): pix2pixHD's adversarial + 10 feature matching + 10 perceptual.
         # MaskVAE: cross-entropy + 1e-5 KL. l1 (to the target image) is not in the paper.
+        # Parser: pixel-wise cross-entropy, as the reference's face parser; soft Dice is ours (off).
         weights=dict(adversarial=1.0, feature_matching=10.0, perceptual=10.0, l1=0.0,
-                     cross_entropy=1.0, kl=1e-5),
+                     cross_entropy=1.0, kl=1e-5, parser_cross_entropy=1.0, parser_dice=0.0),
+        # The parser's cross-entropy weighs each pixel by (its class's fraction of the batch)^-power:
+        # 0 = plain (the reference); > 0 lifts small parts (eyes, brows, lips, earrings).
+        parser_class_balance=0.0,
         # pix2pixHD VGGLoss weights of relu1_1, relu2_1, relu3_1, relu4_1, relu5_1.
         perceptual_layer_weights=(1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0),
         # Local .npz from `python -m maskgan_jax.convert_vgg19` (Keras h5 or torchvision weights);
@@ -106,6 +114,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         maskvae=_phase(100_000, 2e-4, 100, 5_000, 5_000),
         dmn=_phase(200_000, 2e-4, 100, 5_000, 5_000),
         ebst=_phase(100_000, 5e-5, 100, 5_000, 5_000),
+        parser=_phase(100_000, 2e-4, 100, 5_000, 5_000),
     ))
     # Start a phase from checkpoints written elsewhere instead of the previous phase's last one:
     # a workdir or checkpoint directory per network (e.g. init_from.generator='/runs/dmn').
@@ -166,6 +175,14 @@ def _quickstart(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     # faces worsen with training) and 5e-4 best of 2e-3, 1e-3, 5e-4, 2.5e-4 after 1,000 steps.
     _set_phase(config.phases.dmn, 1_000, 5e-4, 50, 250, 500)
     _set_phase(config.phases.ebst, 200, 2e-4, 25, 100, 100)
+    # The parser within 4 minutes of a 2-core CPU (the trials: README, "The face parser"): half
+    # the reference's widths (the full-resolution level costs most), soft Dice and class-balanced
+    # cross-entropy for the small parts, a higher rate with Adam's usual b1.
+    config.model.parser.widths = (8, 16, 32, 64, 128)
+    config.loss.weights.parser_dice = 1.0
+    config.loss.parser_class_balance = 0.5
+    _set_phase(config.phases.parser, 1_000, 3e-3, 50, 250, 500)
+    config.phases.parser.b1 = 0.9
     config.checkpoint.update(dict(keep_last=2, keep_every_steps=0))
     config.profile_steps = 0
     return config
@@ -188,6 +205,8 @@ def _smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config.compilation_cache_dir = ""
     _set_phase(config.phases.dmn, 4, 1e-3, 2, 4, 2)
     _set_phase(config.phases.ebst, 4, 1e-3, 2, 4, 2)
+    config.model.parser.widths = (4, 8, 8)
+    _set_phase(config.phases.parser, 4, 1e-3, 2, 4, 2)
     for phase in config.phases.values():
         # The gradient of a bias that a following normalisation cancels is rounding noise, which
         # differs with the device layout (the order of the cross-device sum); Adam with eps=1e-8

@@ -126,3 +126,49 @@ def mask_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
                          f"{logits.shape} without its class axis")
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
         logits.astype(jnp.float32), labels))
+
+
+def class_balance_weights(labels: jax.Array, num_classes: int, power: float) -> jax.Array:
+    """Per-pixel weights that lift rare classes: (fraction of the batch's pixels of the pixel's class)^-power.
+
+    labels: int (N, H, W) in [0, num_classes). power 0 gives 1 everywhere; 0.5 weighs a class covering
+    1% of the pixels 10x a class covering all of them. Returns float32 (N, H, W), no gradient.
+    """
+    counts = jnp.zeros((num_classes,), jnp.float32).at[labels.reshape(-1)].add(1.0)
+    fraction = counts / labels.size
+    per_class = jnp.where(counts > 0, jnp.maximum(fraction, 1e-12) ** -power, 0.0)
+    return jax.lax.stop_gradient(per_class[labels])
+
+
+def weighted_mask_cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> jax.Array:
+    """Pixel-wise softmax cross-entropy, the weighted mean over pixels: sum_p w_p CE_p / sum_p w_p.
+
+    logits (N, H, W, C); labels int (N, H, W); weights float (N, H, W) >= 0, not all 0.
+    """
+    if labels.shape != logits.shape[:-1] or weights.shape != labels.shape:
+        raise ValueError(f"weighted_mask_cross_entropy: labels {labels.shape} and weights {weights.shape} must "
+                         f"equal logits {logits.shape} without its class axis")
+    per_pixel = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+    weights = weights.astype(jnp.float32)
+    return jnp.sum(weights * per_pixel) / jnp.sum(weights)
+
+
+def soft_dice_loss(logits: jax.Array, labels: jax.Array, smooth: float = 1.0) -> jax.Array:
+    """1 - the mean soft Dice coefficient over the classes present in the batch's labels.
+
+    Per class c over the whole batch: (2 sum p_c y_c + smooth) / (sum p_c + sum y_c + smooth), with
+    p = softmax(logits) and y the one-hot labels. Every present class counts equally whatever its size,
+    so small parts weigh as much as the background (classes absent from the labels are left to the
+    cross-entropy). logits (N, H, W, C); labels int (N, H, W). Returns a float32 scalar in [0, 1].
+    """
+    if labels.shape != logits.shape[:-1]:
+        raise ValueError(f"soft_dice_loss: labels shape {labels.shape} must equal logits shape {logits.shape} "
+                         "without its class axis")
+    probabilities = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    onehot = jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32)
+    axes = tuple(range(labels.ndim))
+    intersection = jnp.sum(probabilities * onehot, axis=axes)
+    truth = jnp.sum(onehot, axis=axes)
+    dice = (2.0 * intersection + smooth) / (jnp.sum(probabilities, axis=axes) + truth + smooth)
+    present = (truth > 0).astype(jnp.float32)
+    return 1.0 - jnp.sum(dice * present) / jnp.maximum(jnp.sum(present), 1.0)

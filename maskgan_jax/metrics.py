@@ -1,4 +1,5 @@
-"""Image quality metrics of edits against their true images: PSNR and SSIM, whole image or a region.
+"""Image quality metrics of edits against their true images (PSNR and SSIM, whole image or a region),
+and segmentation metrics of a face parser against true label maps (pixel accuracy, IoU per class).
 
 Pure NumPy in float64 (the benchmark scores a few hundred small images; exactness beats speed).
 
@@ -14,6 +15,12 @@ Conventions:
   the edge pixel, scipy.ndimage's 'reflect'), per channel, then averaged over the channels. The
   SSIM of a region is the mean of that map over the region's pixels, so a region's score also
   sees the pixels around it, as the eye does.
+- Segmentation: everything comes from one confusion matrix counted over a whole set of label maps
+  (rows: true class, columns: predicted class). Pixel accuracy is its trace over its sum. The IoU of
+  class c is TP / (TP + FP + FN) over the set's pixels, not averaged per image, so a class missing from
+  some images needs no convention there; a class absent from both the truth and the prediction of the
+  whole set has no IoU (NaN) and mean IoU averages the classes that have one. A class present only in
+  the prediction has IoU 0.
 """
 
 from __future__ import annotations
@@ -127,3 +134,44 @@ def ssim(x: np.ndarray, y: np.ndarray, region: np.ndarray | None = None, data_ra
     values = ssim_map(x, y, data_range, sigma)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(region, values, 0.0).sum(axis=(1, 2)) / region.sum(axis=(1, 2))
+
+
+def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
+    """Pixel counts by (true class, predicted class) over label maps of any equal shape.
+
+    Args:
+      truth, predicted: integer label maps (e.g. (N, H, W)) with values in [0, num_classes).
+    Returns:
+      int64 (num_classes, num_classes); entry [t, p] counts pixels of true class t predicted as p.
+    """
+    truth, predicted = np.asarray(truth), np.asarray(predicted)
+    if truth.shape != predicted.shape:
+        raise ValueError(f"label maps differ in shape: truth {truth.shape} vs predicted {predicted.shape}")
+    for name, values in (("truth", truth), ("predicted", predicted)):
+        if values.size and (values.min() < 0 or values.max() >= num_classes):
+            raise ValueError(f"{name}: labels must be in [0, {num_classes}), got {values.min()}..{values.max()}")
+    flat = truth.astype(np.int64).ravel() * num_classes + predicted.astype(np.int64).ravel()
+    return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def pixel_accuracy(confusion: np.ndarray) -> float:
+    """The fraction of pixels predicted as their true class (NaN for an empty matrix)."""
+    confusion = np.asarray(confusion, dtype=np.float64)
+    total = confusion.sum()
+    return float(np.trace(confusion) / total) if total else float("nan")
+
+
+def iou_per_class(confusion: np.ndarray) -> np.ndarray:
+    """IoU = TP / (TP + FP + FN) per class: float64 (C,), NaN where the class is in neither truth nor
+    prediction."""
+    confusion = np.asarray(confusion, dtype=np.float64)
+    true_positive = np.diag(confusion)
+    union = confusion.sum(axis=0) + confusion.sum(axis=1) - true_positive
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, true_positive / union, np.nan)
+
+
+def mean_iou(confusion: np.ndarray) -> float:
+    """The mean of `iou_per_class` over the classes that have one (see the module docstring)."""
+    values = iou_per_class(confusion)
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")

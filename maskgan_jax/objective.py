@@ -7,6 +7,7 @@ logged. Adding a loss is one function here (or in `losses`), one registry line, 
 
     GENERATOR_TERMS  G in DMN training / EBST stage 1, G_B = {G_A, B} in EBST stage 2
     MASK_VAE_TERMS   MaskVAE pretraining
+    PARSER_TERMS     the face parser
 
 The discriminator's LSGAN loss has no weight to choose (pix2pixHD's 0.5 * (real + fake)), so it is
 not an objective here.
@@ -99,7 +100,31 @@ MASK_VAE_TERMS: dict[str, Callable[[MaskVAEInputs], jax.Array]] = {
     "kl": lambda x: losses.kl_to_standard_normal(x.mean, x.logvar),
 }
 
-ALL_TERMS = (*GENERATOR_TERMS, *MASK_VAE_TERMS)
+
+
+@dataclasses.dataclass(frozen=True)
+class ParserInputs:
+    """logits: (N, H, W, C) the parser's class logits; labels: (N, H, W) int targets in [0, C);
+    class_balance: the exponent of the cross-entropy's class-balancing weights (config.loss.parser_class_balance;
+    0: every pixel counts the same)."""
+
+    logits: jax.Array
+    labels: jax.Array
+    class_balance: float = 0.0
+
+    def cross_entropy(self) -> jax.Array:
+        if self.class_balance == 0:
+            return losses.mask_cross_entropy(self.logits, self.labels)
+        weights = losses.class_balance_weights(self.labels, self.logits.shape[-1], self.class_balance)
+        return losses.weighted_mask_cross_entropy(self.logits, self.labels, weights)
+
+
+PARSER_TERMS: dict[str, Callable[[ParserInputs], jax.Array]] = {
+    "parser_cross_entropy": ParserInputs.cross_entropy,
+    "parser_dice": lambda x: losses.soft_dice_loss(x.logits, x.labels),
+}
+
+ALL_TERMS = (*GENERATOR_TERMS, *MASK_VAE_TERMS, *PARSER_TERMS)
 
 
 def check_weights(weights: Mapping[str, float]) -> None:

@@ -4,6 +4,7 @@ Rows: the first examples of the batch. Columns by phase:
   maskvae: mask | MaskVAE reconstruction (argmax of the decoded posterior mean)
   dmn:     mask | target | reconstruction G(I_t, M_t, M_t)
   ebst:    mask | target | reconstruction | M_inter | I_inter | M_outer | I_outer | blend
+  parser:  image | true mask | parsed mask (argmax of the parser's logits)
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ def make_preview_fn(phase: str, networks: Networks, config: ml_collections.Confi
             mean, _ = vae.apply(variables, mask, False, method=vae.encode)
             decoded = jnp.argmax(vae.apply(variables, mean, False, method=vae.decode), axis=-1)
             return tile(columns + [colour_mask(decoded)])
+        if phase == "parser":
+            parsed = jnp.argmax(networks.parser.apply({"params": states["parser"].params}, image), axis=-1)
+            return tile([to_uint8(image), colour_mask(labels), colour_mask(parsed)])
         g_params = states["generator"].params
         reconstruction = networks.generator.apply({"params": g_params}, image, mask, mask)
         columns += [to_uint8(image), to_uint8(reconstruction)]

@@ -17,11 +17,11 @@ import ml_collections
 import optax
 
 from maskgan_jax import sharding as sharding_lib
-from maskgan_jax.models import AlphaBlender, DenseMappingNetwork, MaskVAE, MultiScaleDiscriminator, registry
+from maskgan_jax.models import AlphaBlender, DenseMappingNetwork, MaskVAE, MultiScaleDiscriminator, UNet, registry
 
 # The networks MaskGAN trains, by config block (`config.model.<name>`). The order fixes each
 # network's init key (`init_rng`): append, never reorder.
-NETWORKS = ("generator", "discriminator", "mask_vae", "blender")
+NETWORKS = ("generator", "discriminator", "mask_vae", "blender", "parser")
 
 
 @flax.struct.dataclass
@@ -45,12 +45,13 @@ class NetState:
 
 @dataclasses.dataclass(frozen=True)
 class Networks:
-    """The four trainable modules, built from `config.model`."""
+    """The trainable modules, built from `config.model`."""
 
     generator: DenseMappingNetwork
     discriminator: MultiScaleDiscriminator
     mask_vae: MaskVAE
     blender: AlphaBlender
+    parser: UNet
 
 
 def build_networks(config: ml_collections.ConfigDict) -> Networks:

@@ -1,4 +1,4 @@
-"""One pure training step per phase/stage: MaskVAE, DMN (EBST stage 1) and EBST stage 2.
+"""One pure training step per phase/stage: MaskVAE, DMN (EBST stage 1), EBST stage 2 and the parser.
 
 Every step has the signature
     step(states, guard, batch, step, vgg_params) -> (states, guard, metrics)
@@ -291,6 +291,46 @@ def make_ebst_stage2_step(networks: Networks, config: ml_collections.ConfigDict,
                    "stage2/l1_blend": jnp.mean(jnp.abs(blend - image)),
                    **{f"stage2/{k}": v for k, v in terms.items()}}
         states, guard = _guarded(states, new, guard, metrics, step, stage=1)
+        return states, guard, metrics
+
+    return step_fn
+
+
+# ------------------------------------------------------------------------------------- parser
+
+
+def parser_pixel_accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """The fraction of pixels whose argmax class is the label: float32 scalar (logits (N,H,W,C), labels (N,H,W))."""
+    return jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
+
+
+def make_parser_step(networks: Networks, config: ml_collections.ConfigDict,
+                     tx: optax.GradientTransformation, phase: str = "parser") -> Step:
+    """The face parser: objective.PARSER_TERMS (pixel-wise cross-entropy, class-balanced by
+    config.loss.parser_class_balance, and soft Dice) of its logits on `image` against `mask`, weighted by
+    config.loss.weights."""
+    parser = networks.parser
+    schedule = _schedule(config, phase)
+
+    def step_fn(states, guard, batch, step, vgg_params):
+        del vgg_params
+        state = states["parser"]
+
+        def loss_fn(params):
+            logits = parser.apply({"params": params}, batch["image"])
+            total, terms = objective.weighted_terms(
+                objective.PARSER_TERMS, config.loss.weights,
+                objective.ParserInputs(logits=logits, labels=batch["mask"],
+                                       class_balance=config.loss.parser_class_balance))
+            return total, (terms, parser_pixel_accuracy(logits, batch["mask"]))
+
+        (total, (terms, accuracy)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        new = {**states, "parser": _apply_gradients(state, grads, tx, schedule(step))}
+        metrics = {"parser/total": total, "parser/grad_norm": optax.tree.norm(grads),
+                   "parser/pixel_accuracy": accuracy,
+                   "parser/learning_rate": applied_learning_rate(new["parser"].opt_state),
+                   **{f"parser/{k}": v for k, v in terms.items()}}
+        states, guard = _guarded(states, new, guard, metrics, step, stage=0)
         return states, guard, metrics
 
     return step_fn

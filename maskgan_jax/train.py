@@ -1,4 +1,4 @@
-"""The training loop over MaskGAN's phases: MaskVAE pretraining -> DMN -> EBST.
+"""The training loop over MaskGAN's phases: MaskVAE pretraining -> DMN -> EBST, then the face parser.
 
     train(config, workdir)
 
@@ -147,6 +147,8 @@ def compile_steps(phase: str, networks, config, txs, state_shardings, guard_shar
 
     if phase == "maskvae":
         return [jit(steps_lib.make_maskvae_step(networks, config, txs["mask_vae"]))]
+    if phase == "parser":
+        return [jit(steps_lib.make_parser_step(networks, config, txs["parser"]))]
     stage1 = jit(steps_lib.make_dmn_step(networks, config, txs["generator"], txs["discriminator"], phase))
     if phase == "dmn":
         return [stage1]

@@ -10,7 +10,7 @@ import pytest
 
 from configs import ebst
 from maskgan_jax import state as state_lib
-from maskgan_jax.models import AlphaBlender, DenseMappingNetwork, MaskVAE, MultiScaleDiscriminator, registry
+from maskgan_jax.models import AlphaBlender, DenseMappingNetwork, MaskVAE, MultiScaleDiscriminator, UNet, registry
 
 
 def test_every_block_builds_its_class_with_the_run_fields():
@@ -18,7 +18,7 @@ def test_every_block_builds_its_class_with_the_run_fields():
     config.model.compute_dtype = "bfloat16"
     networks = state_lib.build_networks(config)
     expected = {"generator": DenseMappingNetwork, "discriminator": MultiScaleDiscriminator,
-                "mask_vae": MaskVAE, "blender": AlphaBlender}
+                "mask_vae": MaskVAE, "blender": AlphaBlender, "parser": UNet}
     for role, cls in expected.items():
         module = getattr(networks, role)
         assert type(module) is cls, role
@@ -46,8 +46,8 @@ def test_bad_blocks_are_named():
     config.model.blender.depth = 3
     with pytest.raises(ValueError, match=r"config.model.blender: AlphaBlender has no field\(s\) \['depth'\]"):
         registry.build_network(config, "blender")
-    with pytest.raises(KeyError, match="no network block 'parser'"):
-        registry.build_network(config, "parser")
+    with pytest.raises(KeyError, match="no network block 'segmenter'"):
+        registry.build_network(config, "segmenter")
 
 
 class _TinyParser(nn.Module):
@@ -67,10 +67,10 @@ def test_a_new_network_is_one_registry_line_and_one_config_block(monkeypatch):
         _TinyParser, init_inputs=lambda module, resolution, num_classes: (
             (jnp.zeros((1, resolution, resolution, 3)),), {})))
     config = ebst.get_config("smoke")
-    config.model.parser = dict(name="tiny_parser", width=8)
-    module = registry.build_network(config, "parser")
+    config.model.segmenter = dict(name="tiny_parser", width=8)
+    module = registry.build_network(config, "segmenter")
     assert dataclasses.astuple(module)[:2] == (config.num_classes, 8)
-    variables = registry.init_variables(config, "parser", module, jax.random.key(0))
+    variables = registry.init_variables(config, "segmenter", module, jax.random.key(0))
     logits = module.apply(variables, jnp.zeros((2, config.resolution, config.resolution, 3)))
     assert logits.shape == (2, config.resolution, config.resolution, config.num_classes)
 

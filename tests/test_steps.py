@@ -53,8 +53,8 @@ def _run_step(phase, config, networks, mesh, batch, step=3):
     return jax.device_get((states, guard, metrics))
 
 
-# EBST runs stage 1 (the DMN step) and stage 2, so these two cover every step.
-@pytest.mark.parametrize("phase", ["maskvae", "ebst"])
+# EBST runs stage 1 (the DMN step) and stage 2, so these cover every step.
+@pytest.mark.parametrize("phase", ["maskvae", "ebst", "parser"])
 def test_step_on_8_devices_equals_1_device(phase, config, networks):
     assert len(jax.devices()) >= 8, "conftest sets 8 host devices"
     batch = _batch(config)
@@ -116,7 +116,7 @@ def _expected_rate(base, num_steps, step):
     return base if step < decay_start else base * (1 - (step - decay_start) / (num_steps - decay_start))
 
 
-@pytest.mark.parametrize("phase", ["maskvae", "dmn", "ebst"])
+@pytest.mark.parametrize("phase", ["maskvae", "dmn", "ebst", "parser"])
 def test_every_network_applies_its_phase_schedule_at_the_loop_step(phase, config, networks):
     """EBST updates G and D in both stages; each update still applies the rate of the loop step."""
     config = config.copy_and_resolve_references()
@@ -129,7 +129,7 @@ def test_every_network_applies_its_phase_schedule_at_the_loop_step(phase, config
     step_fns = train.compile_steps(phase, networks, config, txs, shardings,
                                    jax.tree_util.tree_map(lambda _: rep, guard), mesh)
     batch = jax.device_put(_batch(config), sharding_lib.batch_sharding(mesh))
-    rate_names = {"maskvae": ["mask_vae/learning_rate"],
+    rate_names = {"maskvae": ["mask_vae/learning_rate"], "parser": ["parser/learning_rate"],
                   "dmn": ["stage1/learning_rate_generator", "stage1/learning_rate_discriminator"],
                   "ebst": ["stage1/learning_rate_generator", "stage1/learning_rate_discriminator",
                            "stage2/learning_rate_generator_blender", "stage2/learning_rate_discriminator"]}[phase]

@@ -83,13 +83,15 @@ def test_main_smoke_writes_checkpoints_events_and_grids(full_run):
         assert (full_run / "images" / f"{phase}_{last:07d}.png").is_file(), phase
     items = {p.name for p in (full_run / "checkpoints" / "ebst" / "4").iterdir()}
     assert {"generator", "discriminator", "mask_vae", "blender", "progress", "data", "config"} <= items
+    items = {p.name for p in (full_run / "checkpoints" / "parser" / "4").iterdir() if p.is_dir()}
+    assert items == {"parser", "progress", "data", "config"}
     assert ckpt.read_config(full_run, "ebst")["resolution"] == 64
 
 
 def test_resume_is_exact_in_every_phase(full_run, tmp_path, smoke_data_dir, compilation_cache, monkeypatch):
     """Stopping once inside each phase and rerunning gives bit-identical networks to the full run."""
     del compilation_cache
-    stops = {("maskvae", 25), ("dmn", 3), ("ebst", 1)}
+    stops = {("maskvae", 25), ("dmn", 3), ("ebst", 1), ("parser", 3)}
     current = {}
 
     original_train_phase = train.train_phase
@@ -116,9 +118,9 @@ def test_resume_is_exact_in_every_phase(full_run, tmp_path, smoke_data_dir, comp
         if not any(r.preempted for r in results):
             break
         assert runs < 6
-    assert runs == 4 and not stops
+    assert runs == 5 and not stops
     for phase, names in (("maskvae", ["mask_vae"]), ("dmn", ["generator", "discriminator"]),
-                         ("ebst", ["generator", "discriminator", "blender", "mask_vae"])):
+                         ("ebst", ["generator", "discriminator", "blender", "mask_vae"]), ("parser", ["parser"])):
         step_full, full = final_networks(full_run, phase, names)
         step_resumed, resumed = final_networks(tmp_path, phase, names)
         assert step_full == step_resumed == config.phases[phase].num_steps
@@ -244,7 +246,7 @@ def test_two_processes_equal_one_process(full_run, tmp_path, smoke_data_dir, com
     """2 processes x 4 CPU devices (jax.distributed on 127.0.0.1) end each phase with the networks of the
     1 process x 8 devices run: same global batches (two logical data shards), same steps.
 
-    MaskVAE and DMN are trained by both layouts from scratch and compared after all their steps. EBST is
+    MaskVAE, DMN and the parser are trained by both layouts from scratch and compared after all their steps. EBST is
     compared after one step (stage 1 and stage 2), started in both layouts from the same networks (the
     one-process run's): adversarial training under Adam amplifies rounding differences fast (stage 2's
     generator gradient already differs by ~1e-4 relative between layouts at its first step, and the
@@ -253,7 +255,7 @@ def test_two_processes_equal_one_process(full_run, tmp_path, smoke_data_dir, com
     common = ["--config=configs/ebst.py:smoke", f"--config.data.data_dir={smoke_data_dir}"]
     _run_two_processes(tmp_path, "pretrain", [*common, f"--workdir={tmp_path / 'pretrain'}",
                                               "--config.phases.ebst.num_steps=0"], compilation_cache)
-    for phase, names in (("maskvae", ["mask_vae"]), ("dmn", ["generator", "discriminator"])):
+    for phase, names in (("maskvae", ["mask_vae"]), ("dmn", ["generator", "discriminator"]), ("parser", ["parser"])):
         _assert_close(final_networks(full_run, phase, names)[1],
                       final_networks(tmp_path / "pretrain", phase, names)[1])
 

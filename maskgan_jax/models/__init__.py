@@ -5,8 +5,9 @@ from maskgan_jax.models.discriminator import MultiScaleDiscriminator
 from maskgan_jax.models.generator import DenseMappingNetwork
 from maskgan_jax.models.mask_vae import MaskVAE
 from maskgan_jax.models.masks import one_hot_mask
+from maskgan_jax.models.parser import UNet
 from maskgan_jax.models.registry import REGISTRY, build_network
 from maskgan_jax.models.vgg import VGG19Features, load_vgg19_params
 
-__all__ = ["AlphaBlender", "DenseMappingNetwork", "MaskVAE", "MultiScaleDiscriminator", "REGISTRY", "VGG19Features",
-           "build_network", "load_vgg19_params", "one_hot_mask"]
+__all__ = ["AlphaBlender", "DenseMappingNetwork", "MaskVAE", "MultiScaleDiscriminator", "REGISTRY", "UNet",
+           "VGG19Features", "build_network", "load_vgg19_params", "one_hot_mask"]

@@ -25,6 +25,7 @@ from maskgan_jax.models.blender import AlphaBlender
 from maskgan_jax.models.discriminator import MultiScaleDiscriminator
 from maskgan_jax.models.generator import DenseMappingNetwork
 from maskgan_jax.models.mask_vae import MaskVAE
+from maskgan_jax.models.parser import UNet
 
 # (module, resolution, num_classes) -> (positional args, keyword args) of the module's __call__ that
 # `init` traces: zero batches of one example at the training size.
@@ -72,11 +73,17 @@ def _blender_inputs(module, resolution, num_classes):
     return (_image(resolution), _image(resolution)), {}
 
 
+def _parser_inputs(module, resolution, num_classes):
+    del module, num_classes
+    return (_image(resolution),), {}
+
+
 REGISTRY: dict[str, NetworkSpec] = {
     "dense_mapping_network": NetworkSpec(DenseMappingNetwork, _generator_inputs),
     "multiscale_patchgan": NetworkSpec(MultiScaleDiscriminator, _discriminator_inputs),
     "mask_vae": NetworkSpec(MaskVAE, _mask_vae_inputs, rng_streams=("params", "reparam")),
     "alpha_blender": NetworkSpec(AlphaBlender, _blender_inputs),
+    "unet": NetworkSpec(UNet, _parser_inputs),
 }
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
