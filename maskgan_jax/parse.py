@@ -32,7 +32,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import maskgan_jax  # noqa: F401  (sets XLA:CPU flags before JAX starts)
 import flax
 import jax
 import jax.numpy as jnp
@@ -44,8 +43,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from PIL import Image, UnidentifiedImageError
 
 from maskgan_jax import checkpoint as checkpoint_lib
-from maskgan_jax import mask_io, metrics
-from maskgan_jax.edit import DEFAULT_CACHE_DIR, editing_mesh, enable_compilation_cache
+from maskgan_jax import mask_io, metrics, runtime
+from maskgan_jax.edit import DEFAULT_CACHE_DIR, editing_mesh
 from maskgan_jax.models import registry
 from maskgan_jax.sharding import DATA_AXIS
 from tfds_celebamask import labels
@@ -308,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    runtime.setup()
     cli = build_parser()
     args = cli.parse_args(argv)
     if not args.evaluate and (args.image is None or args.out is None):
@@ -315,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.batch_size < 1:
         cli.error(f"--batch_size must be >= 1, got {args.batch_size}")
     pairs = None if args.evaluate else input_files(Path(args.image), Path(args.out))
-    enable_compilation_cache(args.jax_cache_dir)
+    runtime.enable_compilation_cache(args.jax_cache_dir)
     loaded = load_parser(args.checkpoint, compute_dtype=args.compute_dtype)
     batch_size = 1 if pairs is not None and len(pairs) == 1 else args.batch_size
     parser = Parser(loaded, batch_size)
