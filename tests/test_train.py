@@ -215,13 +215,27 @@ def _run_two_processes(tmp_path, name, args, compilation_cache):
     _wait_for_success(_start_two_processes(tmp_path, name, args, compilation_cache))
 
 
-def _assert_close(single, multi):
-    """Parameters and BatchNorm statistics within 1e-3 relative, 5e-5 absolute (biases that a following
-    normalisation cancels get rounding-noise gradients, which change with the device layout). Adam's
+def _assert_close(single, multi, outliers_per_tensor: float = 0.0, outlier_bound: float = 0.0):
+    """Parameters and BatchNorm statistics within 1e-3 relative, 1e-4 absolute. The layouts sum gradients
+    in different orders (2 x 4 devices reduce across processes, and how XLA groups the all-reduces follows
+    the step's HLO, so unrelated edits of the step move the rounding); Adam with the smoke config's lr and
+    eps (1e-3 each) passes a gradient's rounding difference to the parameter almost one to one. Measured
+    (deterministic, this code): the largest parameter difference after MaskVAE 40 / DMN 4 steps is
+    7.2e-5 (generator down/model_4 kernel); 7.7e-5 in a D kernel with an earlier state of the step. A
+    wrong batch or shard moves parameters by about the learning rate, 1e-3 per step: 10x above this
+    bound. Biases that a following normalisation cancels get pure-noise gradients, hence the absolute
+    term. Adam's
     moments, which hold the gradients themselves, within 1e-2 of the largest moment of their network and
     kind (noise-sized moments of those biases pass; the largest ones must agree to 1%). Training on other
     batches moves parameters by about the learning rate (1e-3) per step, and a gradient scaled by another
-    batch size scales every moment."""
+    batch size scales every moment.
+
+    outliers_per_tensor: the fraction of each tensor's elements (at least one element) allowed outside
+    those tolerances, each within `outlier_bound` (parameters) or 10% of its moments' scale (moments).
+    For EBST: its first step is each fresh Adam state's first update, lr * g / (|g| + eps), so an element
+    whose gradient is rounding noise (|g| near eps) can move by a different fraction of lr in each layout
+    (measured: 1 of 1,152 elements of a generator kernel off by 2.3e-4). A wrong batch or shard moves
+    most elements by about lr, which the fraction catches."""
     leaves = jax.tree_util.tree_leaves_with_path(single)
     others = jax.tree_util.tree_leaves(multi)
     assert len(leaves) == len(others)
@@ -238,8 +252,17 @@ def _assert_close(single, multi):
             scales[kind] = max(scales.get(kind, 0.0), float(np.abs(a).max(initial=0.0)))
     for (path, a), b in zip(leaves, others):
         kind = moment_kind(path)
-        tolerance = dict(rtol=0, atol=1e-2 * scales[kind]) if kind else dict(rtol=1e-3, atol=5e-5)
-        np.testing.assert_allclose(b, a, err_msg=jax.tree_util.keystr(path), **tolerance)
+        tolerance = dict(rtol=0, atol=1e-2 * scales[kind]) if kind else dict(rtol=1e-3, atol=1e-4)
+        if not outliers_per_tensor:
+            np.testing.assert_allclose(b, a, err_msg=jax.tree_util.keystr(path), **tolerance)
+            continue
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        outside = np.abs(b - a) > tolerance["atol"] + tolerance["rtol"] * np.abs(a)
+        allowed = max(1, int(outliers_per_tensor * a.size))
+        bound = 0.1 * scales[kind] if kind else outlier_bound
+        assert outside.sum() <= allowed, (jax.tree_util.keystr(path), int(outside.sum()), a.size)
+        assert np.all(np.abs(b - a) <= max(bound, tolerance["atol"])), (jax.tree_util.keystr(path),
+                                                                       float(np.abs(b - a).max()))
 
 
 def test_two_processes_equal_one_process(full_run, tmp_path, smoke_data_dir, compilation_cache):
@@ -267,8 +290,11 @@ def test_two_processes_equal_one_process(full_run, tmp_path, smoke_data_dir, com
     config.update_from_flattened_dict(ebst_only)
     train.train(config, tmp_path / "ebst_one")
     names = ["generator", "discriminator", "blender", "mask_vae"]
+    lr = config.phases.ebst.learning_rate
+    # Two updates of G and D per EBST step (stages 1 and 2), each at most lr: noise elements within 4 lr.
     _assert_close(final_networks(tmp_path / "ebst_one", "ebst", names)[1],
-                  final_networks(tmp_path / "ebst_two", "ebst", names)[1])
+                  final_networks(tmp_path / "ebst_two", "ebst", names)[1], outliers_per_tensor=0.005,
+                  outlier_bound=4 * lr)
 
 
 def test_sigterm_to_one_of_two_processes_stops_both_with_a_checkpoint(tmp_path, smoke_data_dir, compilation_cache):
