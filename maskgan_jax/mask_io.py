@@ -7,33 +7,70 @@ On disk a mask is either
 - a palette-coloured PNG: RGB (or RGBA, alpha ignored, or an indexed P image) whose pixels are
   the CelebAMask-HQ colours (labels.PALETTE), as the annotation tools and `write_mask(...,
   palette=True)` draw them. A colour outside the palette is an error that names the pixel.
+
+Label-id masks made by other tools may number the classes differently: `label_order='face_parsing'`
+reads the order of the widely used face-parsing (BiSeNet) models, see FACE_PARSING_CLASSES.
+Every file is opened through maskgan_jax.inputs (clear errors for missing, empty, corrupt or huge files).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import io
+import os
 from collections.abc import Iterable
 
 import numpy as np
 from PIL import Image
 
+from maskgan_jax import inputs, paths
 from tfds_celebamask import labels
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
+# Class names by id in the label order of the face-parsing (BiSeNet) models most photo tools use
+# (zllrunning/face-parsing.PyTorch and its ports): the same 19 classes as CelebAMask-HQ, numbered
+# differently (1 skin, 2 l_brow, ..., 17 hair, 18 hat).
+FACE_PARSING_CLASSES: tuple[str, ...] = (
+    "background", "skin", "l_brow", "r_brow", "l_eye", "r_eye", "eye_g", "l_ear", "r_ear", "ear_r",
+    "nose", "mouth", "u_lip", "l_lip", "neck", "neck_l", "cloth", "hair", "hat",
+)
+LABEL_ORDERS: dict[str, tuple[str, ...]] = {"celebamask": labels.CLASS_NAMES, "face_parsing": FACE_PARSING_CLASSES}
 
-def _open(path: str | Path) -> Image.Image:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    image = Image.open(path)
-    image.load()
-    return image
+
+def _order_table(order: str) -> np.ndarray:
+    """uint8 (19,): CelebAMask-HQ id of each id in `order`."""
+    if order not in LABEL_ORDERS:
+        raise inputs.InputError(f"label order {order!r}: expected one of {', '.join(LABEL_ORDERS)}")
+    return np.array([labels.CLASS_ID[name] for name in LABEL_ORDERS[order]], np.uint8)
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """An RGB image file -> uint8 (H, W, 3) in [0, 255] (greyscale and RGBA are converted)."""
-    return np.asarray(_open(path).convert("RGB"), dtype=np.uint8)
+def to_celebamask(label_map: np.ndarray, order: str) -> np.ndarray:
+    """Label map (..., H, W) with ids in `order` ('celebamask' or 'face_parsing') -> CelebAMask-HQ ids.
+
+    Ids must already be in 0..18 (check_labels)."""
+    return _order_table(order)[np.asarray(label_map)]
+
+
+def from_celebamask(label_map: np.ndarray, order: str) -> np.ndarray:
+    """The inverse of to_celebamask: CelebAMask-HQ ids (..., H, W) -> ids in `order`."""
+    inverse = np.argsort(_order_table(order)).astype(np.uint8)
+    return inverse[np.asarray(label_map)]
+
+
+def _open(path: str | os.PathLike, what: str) -> Image.Image:
+    return inputs.open_image_file(path, what)
+
+
+def image_to_array(image: Image.Image) -> np.ndarray:
+    """A PIL image -> uint8 (H, W, 3) RGB in [0, 255] (greyscale, palette and RGBA converted)."""
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """An RGB image file -> uint8 (H, W, 3) in [0, 255] (greyscale and RGBA are converted).
+
+    Raises FileNotFoundError or inputs.InputError naming the file (see inputs.open_image_file)."""
+    return image_to_array(_open(path, "image"))
 
 
 def check_labels(label_map: np.ndarray, source: str = "mask") -> np.ndarray:
@@ -80,21 +117,27 @@ def labels_from_colours(colours: np.ndarray, source: str = "mask") -> np.ndarray
     return order[positions].astype(np.uint8)
 
 
-def read_mask(path: str | Path) -> np.ndarray:
-    """A label-id or palette-coloured PNG (see the module docstring) -> label map uint8 (H, W)."""
-    image = _open(path)
-    source = str(path)
+def labels_from_image(image: Image.Image, source: str = "mask", label_order: str = "celebamask") -> np.ndarray:
+    """A mask as a PIL image (label ids or palette colours, see the module docstring) -> uint8 (H, W)
+    CelebAMask-HQ ids. `label_order` says how label-id masks number the classes (palette colours
+    always mean the CelebAMask-HQ classes)."""
     if image.mode in ("L", "I", "I;16", "I;16B", "LA"):
         values = np.asarray(image.getchannel(0) if image.mode == "LA" else image)
-        return check_labels(values.astype(np.int64), source)
+        return to_celebamask(check_labels(values.astype(np.int64), source), label_order)
     if image.mode in ("RGB", "RGBA", "P", "PA"):
         colours = np.asarray(image.convert("RGB"))
         grey = (colours[..., 0] == colours[..., 1]) & (colours[..., 1] == colours[..., 2])
         if image.mode != "P" and grey.all():
-            return check_labels(colours[..., 0].astype(np.int64), source)
+            return to_celebamask(check_labels(colours[..., 0].astype(np.int64), source), label_order)
         return labels_from_colours(colours, source)
-    raise ValueError(f"{source}: unsupported image mode {image.mode!r} for a mask; expected a label-id PNG "
-                     "(L, I or I;16) or a palette-coloured PNG (RGB, RGBA or P)")
+    raise inputs.InputError(f"{source}: unsupported image mode {image.mode!r} for a mask; expected a label-id "
+                            "PNG (L, I or I;16) or a palette-coloured PNG (RGB, RGBA or P)")
+
+
+def read_mask(path: str | os.PathLike, label_order: str = "celebamask") -> np.ndarray:
+    """A label-id or palette-coloured PNG (see the module docstring) -> label map uint8 (H, W) of
+    CelebAMask-HQ ids; label-id files numbered in `label_order` ('celebamask' or 'face_parsing')."""
+    return labels_from_image(_open(path, "mask"), str(paths.as_path(path)), label_order)
 
 
 def colour_labels(label_map: np.ndarray) -> np.ndarray:
@@ -102,22 +145,30 @@ def colour_labels(label_map: np.ndarray) -> np.ndarray:
     return labels.PALETTE[np.asarray(label_map)]
 
 
-def write_image(path: str | Path, image: np.ndarray) -> None:
-    """Writes uint8 (H, W, 3) as an image file (format from the suffix; PNG is lossless), making folders."""
-    path = Path(path)
+def _save(path: str | os.PathLike, image: Image.Image) -> None:
+    """Writes `image` (format from the suffix) to any epath path, making folders; the file appears
+    whole or not at all (written to a temporary sibling, then renamed)."""
+    path = paths.as_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(path)
+    buffer = io.BytesIO()
+    image.save(buffer, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_bytes(buffer.getvalue())
+    partial.rename(path)
 
 
-def write_mask(path: str | Path, label_map: np.ndarray, palette: bool = False) -> None:
+def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Writes uint8 (H, W, 3) as an image file (format from the suffix; PNG is lossless), making folders."""
+    _save(path, Image.fromarray(np.asarray(image, dtype=np.uint8)))
+
+
+def write_mask(path: str | os.PathLike, label_map: np.ndarray, palette: bool = False) -> None:
     """Writes a label map as a PNG: label ids (mode L), or palette colours (RGB) when `palette`."""
     label_map = check_labels(label_map, str(path))
     if palette:
         write_image(path, colour_labels(label_map))
         return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(label_map).save(path)  # uint8 (H, W): mode L
+    _save(path, Image.fromarray(label_map))  # uint8 (H, W): mode L
 
 
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:

@@ -11,10 +11,12 @@ r"""Face parsing from a training checkpoint: face image -> mask (19 CelebAMask-H
 --checkpoint is a training workdir (its checkpoints/parser), the parser phase's directory (its latest
 step) or a step directory. Only the parser's parameters are read (no optimiser state, no other network),
 onto every local device. Inputs of any size are resized to the model's resolution (from the
-checkpoint's stored config; an area average when shrinking, bicubic when enlarging, as the dataset
-builder), parsed, and the label map is resized back to the input's size with nearest-neighbour
-sampling (labels never blend). Masks are written as maskgan_jax.mask_io writes them: label ids (PNG
-mode L) or CelebAMask-HQ palette colours (RGB), both readable by `maskgan-edit`.
+checkpoint's stored config) without squashing: padded to a square by repeating its edges, resized
+(an area average when shrinking, bicubic when enlarging, as the dataset builder), parsed, and the
+label map is resized back (nearest-neighbour: labels never blend) and cropped to the input's size
+(maskgan_jax.framing). Unreadable, empty, corrupt or oversized image files are errors naming the
+file (maskgan_jax.inputs, shared with `maskgan-edit`). Masks are written as maskgan_jax.mask_io
+writes them: label ids (PNG mode L) or CelebAMask-HQ palette colours (RGB), both readable by `maskgan-edit`.
 
 --evaluate scores the parser on faces 0..num_faces-1 of synthetic seed --seed (default 20261126),
 rendered at the model's resolution and JPEG-encoded as the training faces are: pixel accuracy, mean
@@ -27,7 +29,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,11 +41,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from maskgan_jax import checkpoint as checkpoint_lib
-from maskgan_jax import mask_io, metrics, runtime
-from maskgan_jax.edit import DEFAULT_CACHE_DIR, editing_mesh
+from maskgan_jax import cli, framing, mask_io, metrics, runtime
+from maskgan_jax.edit import editing_mesh
 from maskgan_jax.models import registry
 from maskgan_jax.sharding import DATA_AXIS
 from tfds_celebamask import labels
@@ -180,10 +181,12 @@ class Parser:
         return np.concatenate(parsed) if parsed else np.zeros((0, size, size), np.uint8)
 
     def parse_any_size(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """uint8 (H_i, W_i, 3) faces of any sizes -> uint8 (H_i, W_i) label maps at each input's size."""
-        resized = [mask_io.resize_image(image, self.resolution) for image in images]
-        parsed = self.parse(np.stack(resized)) if resized else []
-        return [resize_labels_to(label_map, image.shape[:2]) for label_map, image in zip(parsed, images)]
+        """uint8 (H_i, W_i, 3) faces of any sizes and aspects -> uint8 (H_i, W_i) label maps at each
+        input's size; each face is framed into the model's square, never squashed (maskgan_jax.framing)."""
+        frames = [framing.frame_of(image.shape[0], image.shape[1], self.resolution) for image in images]
+        squares = [framing.image_to_square(image, frame) for image, frame in zip(images, frames)]
+        parsed = self.parse(np.stack(squares)) if squares else []
+        return [framing.labels_from_square(label_map, frame) for label_map, frame in zip(parsed, frames)]
 
 
 def resize_labels_to(label_map: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -196,14 +199,9 @@ def resize_labels_to(label_map: np.ndarray, shape: tuple[int, int]) -> np.ndarra
 
 
 def read_face(path: Path) -> np.ndarray:
-    """An image file -> uint8 (H, W, 3); a missing file or one that is not a readable image is an error
-    naming the file."""
-    try:
-        return mask_io.read_image(path)
-    except (UnidentifiedImageError, OSError) as error:
-        if isinstance(error, FileNotFoundError):
-            raise
-        raise ValueError(f"{path}: not a readable image ({error})") from error
+    """An image file -> uint8 (H, W, 3); a missing, empty, corrupt or oversized file is an error naming
+    the file (maskgan_jax.inputs.open_image_file, the checks `maskgan-edit` makes too)."""
+    return mask_io.read_image(path)
 
 
 def input_files(image: Path, out: Path) -> list[tuple[Path, Path]]:
@@ -299,21 +297,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--evaluate", action="store_true", help="score on held-out synthetic faces instead")
     parser.add_argument("--num_faces", type=int, default=500, help="--evaluate: held-out faces")
     parser.add_argument("--seed", type=int, default=EVALUATION_SEED, help="--evaluate: held-out faces' seed")
-    parser.add_argument("--batch_size", type=int, default=16, help="faces per compiled call")
-    parser.add_argument("--compute_dtype", choices=("float32", "bfloat16"), default="float32")
-    parser.add_argument("--jax_cache_dir", default=DEFAULT_CACHE_DIR,
-                        help="persistent compilation cache ('' turns it off)")
+    cli.add_runtime_flags(parser, batch_size=16, what="faces")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     runtime.setup()
-    cli = build_parser()
-    args = cli.parse_args(argv)
+    arguments = build_parser()
+    args = arguments.parse_args(argv)
     if not args.evaluate and (args.image is None or args.out is None):
-        cli.error("give --image and --out (or --evaluate)")
-    if args.batch_size < 1:
-        cli.error(f"--batch_size must be >= 1, got {args.batch_size}")
+        arguments.error("give --image and --out (or --evaluate)")
+    cli.check_runtime_flags(arguments, args)
     pairs = None if args.evaluate else input_files(Path(args.image), Path(args.out))
     runtime.enable_compilation_cache(args.jax_cache_dir)
     loaded = load_parser(args.checkpoint, compute_dtype=args.compute_dtype)
@@ -335,11 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run() -> None:
     """Console script `maskgan-parse`."""
-    try:
-        sys.exit(main())
-    except (FileNotFoundError, ValueError) as error:
-        print(f"maskgan-parse: error: {error}", file=sys.stderr)
-        sys.exit(2)
+    cli.run("maskgan-parse", main)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from PIL import Image
 
 from configs import ebst as ebst_config
-from maskgan_jax import checkpoint, edit, mask_io
+from maskgan_jax import checkpoint, edit, framing, mask_io
 from maskgan_jax.state import NetState
 from tfds_celebamask import labels, synthetic
 
@@ -253,25 +253,32 @@ def test_transfer_classes_fills_vacated_pixels_from_the_nearest_kept_pixel():
 # ----------------------------------------------------------------------------- the command line
 
 
-def test_cli_one_face_by_attribute_transfer_resizes_and_writes_result_and_grid(tmp_path, workdir, face,
-                                                                               compilation_cache):
+def test_cli_one_face_by_attribute_transfer_comes_back_at_the_photo_size(tmp_path, workdir, face,
+                                                                          compilation_cache):
     path, _ = workdir
     image, mask, smiling = face
     big_image = mask_io.resize_image(image, 96)
-    big_mask = np.asarray(Image.fromarray(mask).resize((96, 96), Image.Resampling.NEAREST))
+    big_mask = mask_io.resize_labels(mask, 96)
+    big_smiling = mask_io.resize_labels(smiling, 96)
     mask_io.write_image(tmp_path / "face.png", big_image)
     mask_io.write_mask(tmp_path / "face_mask.png", big_mask, palette=True)
-    mask_io.write_mask(tmp_path / "smiling.png", smiling)
+    mask_io.write_mask(tmp_path / "smiling.png", big_smiling)
     out = tmp_path / "out" / "smile.png"
     assert edit.main([f"--checkpoint={path}", "--phase=dmn", f"--image={tmp_path / 'face.png'}",
                       f"--mask={tmp_path / 'face_mask.png'}", "--transfer=mouth,u_lip,l_lip",
                       f"--from={tmp_path / 'smiling.png'}", f"--out={out}", "--keep_unedited",
                       f"--jax_cache_dir={compilation_cache}"]) == 0
-    assert mask_io.read_image(out).shape == (RESOLUTION, RESOLUTION, 3)
+    result = mask_io.read_image(out)
+    assert result.shape == (96, 96, 3)
+    wanted = mask_io.transfer_classes(big_mask, big_smiling, (10, 11, 12))
+    # Outside the edited region (grown by the margins scaled to 96 px) the photo's own pixels, exactly.
+    alpha = framing.keep_unedited_alpha(big_mask, wanted, 3, 3)[..., 0]
+    assert (alpha == 0).any()
+    np.testing.assert_array_equal(result[alpha == 0], big_image[alpha == 0])
     grid = mask_io.read_image(out.with_name("smile_grid.png"))
     assert grid.shape == (RESOLUTION, 4 * RESOLUTION, 3)
-    wanted = mask_io.transfer_classes(mask_io.resize_labels(big_mask, RESOLUTION), smiling, (10, 11, 12))
-    np.testing.assert_array_equal(mask_io.labels_from_colours(grid[:, 2 * RESOLUTION:3 * RESOLUTION]), wanted)
+    np.testing.assert_array_equal(mask_io.labels_from_colours(grid[:, 2 * RESOLUTION:3 * RESOLUTION]),
+                                  mask_io.resize_labels(wanted, RESOLUTION))
 
 
 def test_cli_folder_batch_with_wanted_masks(tmp_path, workdir, face, compilation_cache):
@@ -297,7 +304,7 @@ def test_cli_rejects_an_image_and_mask_of_different_sizes(tmp_path, workdir, fac
     mask_io.write_image(tmp_path / "face.png", mask_io.resize_image(image, 80))
     mask_io.write_mask(tmp_path / "mask.png", mask)
     mask_io.write_mask(tmp_path / "wanted.png", smiling)
-    with pytest.raises(ValueError, match=r"image is 80x80 but its mask is 64x64"):
+    with pytest.raises(ValueError, match=r"its mask is 64x64 but .*the image is 80x80"):
         edit.main([f"--checkpoint={path}", f"--image={tmp_path / 'face.png'}", f"--mask={tmp_path / 'mask.png'}",
                    f"--wanted={tmp_path / 'wanted.png'}", f"--out={tmp_path / 'out'}",
                    f"--jax_cache_dir={compilation_cache}"])

@@ -196,10 +196,13 @@ def test_cli_any_size_in_ids_and_palette(tmp_path, trained, face, compilation_ca
         outputs[fmt] = parse.mask_io.read_mask(out)
         assert outputs[fmt].shape == (50, 90)
     np.testing.assert_array_equal(outputs["ids"], outputs["palette"])
-    # The same as parsing the face resized to the model's 64x64, then resizing the labels back (nearest).
+    # The same as parsing the face edge-padded to a 90x90 square and resized to the model's 64x64 (never
+    # squashed), then resizing the labels back to 90x90 (nearest) and cropping the padding away.
     parser = parse.Parser(parse.load_parser(trained), batch_size=1)
-    at_model_size = parser.parse(parse.mask_io.resize_image(parse.read_face(tmp_path / "face.jpg"), 64)[None])[0]
-    np.testing.assert_array_equal(outputs["ids"], parse.resize_labels_to(at_model_size, (50, 90)))
+    photo = parse.read_face(tmp_path / "face.jpg")
+    square = parse.mask_io.resize_image(np.pad(photo, ((20, 20), (0, 0), (0, 0)), mode="edge"), 64)
+    at_model_size = parser.parse(square[None])[0]
+    np.testing.assert_array_equal(outputs["ids"], parse.resize_labels_to(at_model_size, (90, 90))[20:70])
 
 
 def test_cli_folder_batch(tmp_path, trained, face, compilation_cache):
