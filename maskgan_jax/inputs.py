@@ -58,7 +58,9 @@ def open_image_file(path: str | os.PathLike, what: str = "image") -> Image.Image
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as error:
-        raise InputError(f"{path}: the {what} is too large to decode ({error})") from None
+        # Past twice PIL's own limit it refuses in open(), before the size is exposed.
+        raise InputError(f"{path}: the {what} is too large to decode; at most {MAX_PIXELS:,} pixels are read "
+                         f"(crop or shrink it first; {error})") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise InputError(f"{path}: not a readable {what} file "
                          f"(expected a PNG, JPEG, BMP or WebP image; {type(error).__name__})") from None
