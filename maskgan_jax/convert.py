@@ -335,5 +335,10 @@ def _example_inputs(module: DenseMappingNetwork) -> tuple[jax.ShapeDtypeStruct, 
     return image, mask, mask
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """Console script `maskgan-convert` (also `python -m maskgan_jax.convert`)."""
     cli.run("python -m maskgan_jax.convert", main)
+
+
+if __name__ == "__main__":
+    run()

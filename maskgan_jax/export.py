@@ -84,5 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """Console script `maskgan-export` (also `python -m maskgan_jax.export`)."""
     cli.run("python -m maskgan_jax.export", main)
+
+
+if __name__ == "__main__":
+    run()
