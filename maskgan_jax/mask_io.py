@@ -154,7 +154,7 @@ def _save(path: str | os.PathLike, image: Image.Image) -> None:
     image.save(buffer, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))
     partial = path.with_name(f".{path.name}.partial")
     partial.write_bytes(buffer.getvalue())
-    partial.rename(path)
+    partial.replace(path)  # a rerun overwrites its earlier output
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray) -> None:

@@ -319,3 +319,14 @@ def test_cli_over_a_tfds_split(tmp_path, workdir, smoke_data_dir, compilation_ca
     results = sorted(p for p in out.iterdir() if not p.stem.endswith("_grid"))
     assert len(results) == 3
     assert all(mask_io.read_image(p).shape == (RESOLUTION, RESOLUTION, 3) for p in results)
+
+
+def test_writing_an_output_again_replaces_it_whole(tmp_path, face):
+    image, mask, _ = face
+    mask_io.write_image(tmp_path / "out" / "result.png", image)
+    mask_io.write_image(tmp_path / "out" / "result.png", image[::-1])  # a rerun of the same command
+    np.testing.assert_array_equal(mask_io.read_image(tmp_path / "out" / "result.png"), image[::-1])
+    mask_io.write_mask(tmp_path / "out" / "mask.png", mask)
+    mask_io.write_mask(tmp_path / "out" / "mask.png", mask[::-1], palette=True)
+    np.testing.assert_array_equal(mask_io.read_mask(tmp_path / "out" / "mask.png"), mask[::-1])
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["mask.png", "result.png"]
