@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from scipy import ndimage
 
 from maskgan_jax import mask_io
 
@@ -81,6 +80,8 @@ def keep_unedited_alpha(labels_t: np.ndarray, labels_src: np.ndarray, dilation: 
     Returns float32 (H, W, 1) in [0, 1]: 1 within `dilation` pixels (Chebyshev) of a changed pixel,
     ramping to 0 over the next 2 * feather pixels (edges replicated), exactly 0 beyond.
     """
+    from scipy import ndimage  # 0.7 s to import: only for --keep_unedited
+
     changed = (np.asarray(labels_t) != np.asarray(labels_src)).astype(np.float32)
     grow = dilation + feather
     if grow:
