@@ -178,6 +178,14 @@ def test_api_on_photos_of_any_aspect_matches_the_model_square_and_the_label_orde
     np.testing.assert_array_equal(kept[alpha == 0], photo[alpha == 0])
     masks, faces = editor.interpolate(true_mask, other, 3, photo, None)
     assert masks.shape == (3, RESOLUTION, RESOLUTION) and faces.shape == (3, RESOLUTION, RESOLUTION, 3)
+    # The path's ends are the two masks' own codes whatever the number of steps; the faces are the
+    # generator's renders of the photo (parsed mask) on the decoded masks.
+    ends, _ = editor.interpolate(true_mask, other, 2, photo, None)
+    np.testing.assert_array_equal(ends, masks[[0, -1]])
+    parsed = framing.labels_to_square(editor.parse(photo), frame)
+    rendered, _ = editor.editor.edit(np.repeat(framing.image_to_square(photo, frame)[None], 3, axis=0),
+                                     np.repeat(parsed[None], 3, axis=0), masks)
+    np.testing.assert_array_equal(faces, rendered)
     assert editor.parse(photo).shape == photo.shape[:2]
 
 
