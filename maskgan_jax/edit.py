@@ -762,6 +762,8 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
                                             ("--image", args.image)) if value is None]
         if missing:
             parser.error(f"--interpolate needs {', '.join(missing)} (masks A and B, and the face to render)")
+        if args.mask is None and args.parser is None:
+            parser.error("--interpolate needs --mask (the face's own mask) or --parser to make it")
         if args.tfds or args.wanted or args.transfer:
             parser.error("--interpolate takes --from, --to, --image (and --mask or --parser); not --tfds, "
                          "--wanted or --transfer")

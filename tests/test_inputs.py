@@ -152,3 +152,17 @@ def test_api_checks_arrays_and_sizes(files):
         editor.edit([image, image], [mask, mask], wanted=[mask])
     with pytest.raises(ValueError, match="unknown class 'lips'"):
         editor.transfer(image, mask, "lips", source_mask=mask)
+
+
+@pytest.mark.parametrize("flags,expected", [
+    (["--image=a.png", "--wanted=b.png"], "--image needs --mask"),
+    (["--interpolate", "--from=a.png", "--image=c.png", "--mask=d.png"], "--interpolate needs --to"),
+    (["--interpolate", "--from=a.png", "--to=b.png", "--image=c.png"], "--interpolate needs --mask"),
+    (["--to=b.png", "--image=c.png", "--mask=d.png", "--wanted=e.png"], "--to goes with --interpolate"),
+    (["--image=c.png", "--mask=d.png", "--wanted=e.png", "--label_order=bisenet"], "invalid choice: 'bisenet'"),
+    (["--image=c.png", "--mask=d.png", "--wanted=e.png", "--batch_size=0"], "--batch_size must be >= 1"),
+])
+def test_maskgan_edit_flag_combinations_exit_2(tmp_path, capsys, flags, expected):
+    with pytest.raises(SystemExit) as exit_info:
+        edit.main([f"--checkpoint={tmp_path}", f"--out={tmp_path / 'out'}", *flags])
+    assert exit_info.value.code == 2 and expected in capsys.readouterr().err
