@@ -203,3 +203,18 @@ def test_export_holds_only_params_and_loads_everywhere(quickstart, tmp_path):
     assert "batch_stats" in vae.variables
     with pytest.raises(FileExistsError, match="already exists"):
         export.main([f"--checkpoint={root / 'workdir' / 'quickstart'}", f"--out={out}"])
+
+
+def test_readme_class_table_is_the_code_mapping():
+    _, section = readme_edit_commands()
+    rows = re.findall(r"^\|(.*)\|$", section, flags=re.MULTILINE)
+    documented = {}
+    for row in rows:
+        cells = [c.strip() for c in row.split("|")]
+        for name, celebamask_id, face_parsing_id in (cells[0:3], cells[4:7]):
+            if name in labels.CLASS_ID:
+                documented[name] = (int(celebamask_id), int(face_parsing_id))
+    assert len(documented) == labels.NUM_CLASSES
+    for name, (celebamask_id, face_parsing_id) in documented.items():
+        assert labels.CLASS_ID[name] == celebamask_id, name
+        assert mask_io.to_celebamask(np.uint8(face_parsing_id), "face_parsing") == celebamask_id, name
