@@ -224,8 +224,7 @@ def score_rows(rows: dict[str, np.ndarray], examples: Sequence[Example], parse: 
       parse: the parser (None: no mask following). It is called on one method's results at a time,
         in example order.
       features: the Inception (None: no KID / FID); run on the truths and on the rows named in
-        realism_methods (a name covers its +keep_unedited row; None: all), first realism_per_edit
-        faces of each kind (None: all).
+        realism_methods (None: all), first realism_per_edit faces of each kind (None: all).
     """
     truths = _stack(examples, "true_image")
     wanted, edited = _stack(examples, "wanted_labels"), np.stack([e.edited_region for e in examples])
@@ -238,8 +237,7 @@ def score_rows(rows: dict[str, np.ndarray], examples: Sequence[Example], parse: 
     records = []
     for method, results in rows.items():
         method_features = None
-        if truth_features is not None and (realism_methods is None
-                                           or edit_tiers.split_method(method)[0] in realism_methods):
+        if truth_features is not None and (realism_methods is None or method in realism_methods):
             method_features = np.full_like(truth_features, np.nan)
             method_features[chosen] = features(results[chosen])
         scores = edit_scores.face_scores(results, truths, wanted, edited, None if parse is None else parse(results),
@@ -471,14 +469,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         skipped.append(f"KID and FID skipped: --inception={args.inception!r} is not a file (make fid-weights, "
                        "then python -m maskgan_jax.convert_inception)")
     edits = [e.strip() for e in args.edits.split(",") if e.strip()]
-    realism_methods = [m.strip() for m in args.realism_methods.split(",") if m.strip()] or None
+    named = [m.strip() for m in args.realism_methods.split(",") if m.strip()]
+    realism_methods = [m + suffix for m in named for suffix in ("", KEEP_SUFFIX)] or None
     records, verdicts, examples, rows = run_benchmark(
         generators, resolution, args.num_per_edit, args.seed, edits, parse, features, realism_methods,
         args.realism_per_edit, args.batch_size, args.dilation, args.feather, args.bootstrap)
     elapsed = time.perf_counter() - start
     described = "; ".join(f"{name} = {g.step_dir}" for name, g in generators.items()) or "none"
     realism = (f"KID/FID on the first {args.realism_per_edit or args.num_per_edit} faces per kind of "
-               f"{', '.join(realism_methods) if realism_methods else 'every row'}")
+               f"{', '.join(named) + ' (plain and composited)' if named else 'every row'}")
     header = "\n".join([
         "## Ground-truth editing benchmark", "",
         f"{len(examples)} edits of independent held-out synthetic faces (seed {args.seed}, {args.num_per_edit} per "

@@ -31,6 +31,7 @@ Conventions:
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 SSIM_SIGMA = 1.5
 SSIM_K1 = 0.01
@@ -95,15 +96,14 @@ def gaussian_window(sigma: float = SSIM_SIGMA) -> np.ndarray:
 
 
 def _filter(images: np.ndarray, window: np.ndarray) -> np.ndarray:
-    """Separable weighted local mean of (N, H, W, C) maps, borders reflected (edge pixel repeated)."""
+    """Separable weighted local mean of (N, H, W, C) maps, borders reflected (edge pixel repeated:
+    scipy.ndimage's 'reflect' is NumPy's 'symmetric' padding)."""
     radius = len(window) // 2
     if min(images.shape[1:3]) <= radius:
         raise ValueError(f"images of {images.shape[1]}x{images.shape[2]} pixels are too small for an SSIM "
                          f"window of radius {radius}")
-    padded = np.pad(images, ((0, 0), (radius, radius), (radius, radius), (0, 0)), mode="symmetric")
-    height, width = images.shape[1:3]
-    rows = sum(w * padded[:, i:i + height] for i, w in enumerate(window))
-    return sum(w * rows[:, :, j:j + width] for j, w in enumerate(window))
+    rows = ndimage.correlate1d(images, window, axis=1, mode="reflect")
+    return ndimage.correlate1d(rows, window, axis=2, mode="reflect")
 
 
 def ssim_map(x: np.ndarray, y: np.ndarray, data_range: float = 255.0, sigma: float = SSIM_SIGMA) -> np.ndarray:
