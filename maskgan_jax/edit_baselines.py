@@ -23,7 +23,7 @@ TRUTH_BLUR_SIGMA = 1.0  # pixels
 TRUTH_SHIFT = 1  # pixels, to the right
 # Ridge on the colour-fit painter's slopes (coordinates in [0, 1]): keeps a class of a few pixels
 # from extrapolating wildly; negligible against a class of hundreds of pixels.
-COLOUR_FIT_RIDGE = 1.0
+COLOUR_FIT_RIDGE = 1e-3
 
 
 def jpeg_round_trip(image: np.ndarray, quality: int = TRUTH_JPEG_QUALITY) -> np.ndarray:
