@@ -50,7 +50,14 @@ def test_confusion_statistics_match_metrics_on_the_pooled_faces():
         faces = np.repeat(np.arange(6), draw)
         pooled = metrics.confusion_matrix(wanted[faces][region[faces]], parsed[faces][region[faces]], 5)
         assert accuracy[row] == pytest.approx(metrics.pixel_accuracy(pooled))
-        assert mean_iou[row] == pytest.approx(metrics.mean_iou(pooled))
+        assert mean_iou[row] == pytest.approx(metrics.mean_iou(pooled))  # every class is in the truth here
+    # A class only in the prediction lowers its neighbours' IoU, and adds no IoU-0 term of its own.
+    wanted = np.zeros((1, 4, 4), np.int64)
+    parsed = wanted.copy()
+    parsed[0, 0, 0] = 2
+    per_face = edit_scores.per_face_confusion(wanted, parsed, np.ones((1, 4, 4), bool), num_classes=3)
+    accuracy, mean_iou = edit_scores.confusion_scores(per_face, np.ones((1, 1), np.int64))
+    assert accuracy[0] == mean_iou[0] == pytest.approx(15 / 16)
 
 
 def test_kid_and_fid_resamples_match_the_formulas_of_fid():
