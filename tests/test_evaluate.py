@@ -14,7 +14,7 @@ import pytest
 from scipy import ndimage
 
 from configs import ebst as ebst_config
-from maskgan_jax import checkpoint, convert_inception, edit, edit_tiers, evaluate
+from maskgan_jax import checkpoint, convert_inception, edit, edit_report, edit_tiers, evaluate
 from maskgan_jax import edit_baselines as baselines
 from maskgan_jax.models import inception
 from maskgan_jax.state import NetState
@@ -201,7 +201,7 @@ def test_calibration_rows_rank_as_the_tiers_say(inception_npz, capsys):
     kinds = list(evaluate.EDIT_KINDS)
     verdicts = {(v["method"], v["tier"]): v for v in edit_tiers.verdicts(records, kinds)}
     with capsys.disabled():
-        print("\n" + evaluate.markdown_tables([r for r in records if r["method"] in plain]))
+        print("\n" + edit_report.markdown_tables([r for r in records if r["method"] in plain]))
         print(edit_tiers.format_verdicts([verdicts[m, t] for m in plain for t in edit_tiers.TIERS]))
     for method in ("truth", *edit_tiers.DEGRADED_TRUTHS):
         assert verdicts[method, edit_tiers.BEATS_BASELINES]["passed"], verdicts[method, edit_tiers.BEATS_BASELINES]

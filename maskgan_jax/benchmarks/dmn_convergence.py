@@ -146,7 +146,7 @@ def score(runs: list[Path], out: Path | None) -> None:
     --keep_unedited (`edit`'s blend, applied here to the rounded result: within half a level of `edit`'s
     own), with the benchmark's pixel scores (no parser, no Inception here); prints the benchmark's
     tables and writes the records to `out` when given."""
-    from maskgan_jax import evaluate
+    from maskgan_jax import edit_report, evaluate
 
     generated = {}
     for run in runs:
@@ -164,7 +164,7 @@ def score(runs: list[Path], out: Path | None) -> None:
     records = evaluate.score_rows(rows, examples, num_resamples=200)
     if out is not None:
         out.write_text(json.dumps(records, indent=1) + "\n")
-    print(evaluate.markdown_tables(records))
+    print(edit_report.markdown_tables(records))
 
 
 def main(argv: list[str] | None = None) -> int:
