@@ -33,8 +33,32 @@ KEEP_SUFFIX = "+keep_unedited"
 TRUTH, UNEDITED, MEAN_COLOUR = "truth", "unedited", "mean_colour"
 DEGRADED_TRUTHS = ("truth_jpeg", "truth_blur", "truth_shift")
 MASK_FACTOR = 0.8
+_ACCURACY_VS_TRUTH = "mask pixel accuracy (edited) >= 0.8 x truth's"
+_IOU_VS_TRUTH = "mask mean IoU (edited) >= 0.8 x truth's"
+_COLOUR_VS_PAINTER = "colour error (edited) < mean_colour's"
+_PSNR_VS_PAINTER = "PSNR (all) >= mean_colour's"
 # (criterion name, edit kind) -> the factor used instead of the criterion's (see the module docstring).
-THRESHOLD_FACTORS: dict[tuple[str, str], float] = {}
+# Measured on 20 faces per kind (seed 20261125, oracle parser: tests/test_evaluate.py) and on the
+# test's own 6 per kind; each is the strictest factor (2 decimals) that all three degraded truths
+# pass on both samples; the unedited source and both painters still fail the tier.
+THRESHOLD_FACTORS: dict[tuple[str, str], float] = {
+    # A 1-px shift moves the border of the open mouth, lips and teeth (3-4 px thick): shift / truth
+    # 0.66 (pixel accuracy) and 0.41 (mean IoU: the thin lip classes lose most) on 20 faces.
+    (_ACCURACY_VS_TRUTH, "smile"): 0.66,
+    (_IOU_VS_TRUTH, "smile"): 0.40,
+    # The added eye area is a ring 1-2 px wide: shift / truth 0.54 and 0.54 on 20 faces, 0.50 on 5.
+    (_ACCURACY_VS_TRUTH, "larger_eyes"): 0.50,
+    (_IOU_VS_TRUTH, "larger_eyes"): 0.50,
+    # Every class moves; the small ones (earrings, necklace, eyes) lose most: mean IoU 0.63.
+    (_IOU_VS_TRUTH, "style_copy"): 0.61,
+    # A whole new face: blurring its many thin parts shifts their mean colours by 16.7 levels, more
+    # than the painter's 13.6 (the painter keeps each class's mean of the source, which shares the
+    # style): 1.23 x the painter's; colour_fit (19.0) and the unedited source (43) still fail it.
+    (_COLOUR_VS_PAINTER, "style_copy"): 1.24,
+    # Composited: the shifted truth's image PSNR 29.24 dB vs the composited painter's 29.47 (the
+    # painter's error stays inside thin eye rings, the shift's is everywhere the dilated region reaches).
+    (_PSNR_VS_PAINTER, "larger_eyes"): 0.99,
+}
 NEAR_TRUTH_METRICS = (
     (scores.MASK_ACCURACY, "edited"), (scores.MASK_IOU, "edited"), (scores.MASK_ACCURACY, "all"),
     (scores.MASK_IOU, "all"), (scores.KID, "all"), (scores.COLOUR_ERROR, "edited"), (scores.PSNR, "unedited"),
@@ -58,14 +82,13 @@ class Criterion:
 
 
 BEATS_BASELINES_CRITERIA = (
-    Criterion("mask pixel accuracy (edited) >= 0.8 x truth's", scores.MASK_ACCURACY, "edited", TRUTH, ">=",
-              MASK_FACTOR),
-    Criterion("mask mean IoU (edited) >= 0.8 x truth's", scores.MASK_IOU, "edited", TRUTH, ">=", MASK_FACTOR),
+    Criterion(_ACCURACY_VS_TRUTH, scores.MASK_ACCURACY, "edited", TRUTH, ">=", MASK_FACTOR),
+    Criterion(_IOU_VS_TRUTH, scores.MASK_IOU, "edited", TRUTH, ">=", MASK_FACTOR),
     Criterion("mask pixel accuracy (edited) > unedited's", scores.MASK_ACCURACY, "edited", UNEDITED, ">"),
     Criterion("mask mean IoU (edited) > unedited's", scores.MASK_IOU, "edited", UNEDITED, ">"),
     Criterion("KID < mean_colour's", scores.KID, "all", MEAN_COLOUR, "<"),
-    Criterion("colour error (edited) < mean_colour's", scores.COLOUR_ERROR, "edited", MEAN_COLOUR, "<"),
-    Criterion("PSNR (all) >= mean_colour's", scores.PSNR, "all", MEAN_COLOUR, ">=", keep_unedited_only=True),
+    Criterion(_COLOUR_VS_PAINTER, scores.COLOUR_ERROR, "edited", MEAN_COLOUR, "<"),
+    Criterion(_PSNR_VS_PAINTER, scores.PSNR, "all", MEAN_COLOUR, ">=", keep_unedited_only=True),
     Criterion("SSIM (all) >= mean_colour's", scores.SSIM, "all", MEAN_COLOUR, ">=", keep_unedited_only=True),
 )
 

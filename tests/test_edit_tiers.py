@@ -44,13 +44,13 @@ REFERENCE = {
 def test_beats_the_baselines_per_criterion_and_kind():
     model = _row(0.85, {"smile": 0.5, "add_hat": 0.7}, 0.01, 10.0)  # IoU 0.5 < 0.8 x 0.8 in smile
     records = _table({**REFERENCE, "model": model})
-    verdict = edit_tiers.beats_the_baselines("model", records, KINDS)
+    verdict = edit_tiers.beats_the_baselines("model", records, KINDS, factors={})  # the criteria as written
     assert verdict == {"method": "model", "tier": edit_tiers.BEATS_BASELINES, "passed": False,
                        "failed": ["mask mean IoU (edited) >= 0.8 x truth's / smile"], "not_evaluated": []}
     # A per-kind factor moves that threshold; mean_colour fails its own strict "below" criteria.
     factors = {("mask mean IoU (edited) >= 0.8 x truth's", "smile"): 0.6}
     assert edit_tiers.beats_the_baselines("model", records, KINDS, factors)["passed"]
-    painter = edit_tiers.beats_the_baselines("mean_colour", records, KINDS)
+    painter = edit_tiers.beats_the_baselines("mean_colour", records, KINDS, factors={})
     assert set(painter["failed"]) == {f"{c} / {k}" for c in ("KID < mean_colour's", "colour error (edited) < "
                                                                   "mean_colour's") for k in KINDS}
 
@@ -60,8 +60,8 @@ def test_keep_unedited_rows_are_compared_with_rows_composited_alike():
     composited = {name + KEEP: row for name, row in rows.items()}
     composited["mean_colour" + KEEP] = _row(0.9, 0.8, 0.05, 20.0, psnr=26.0, ssim=0.75)
     records = _table({**rows, **composited})
-    assert edit_tiers.beats_the_baselines("model", records, KINDS)["passed"]  # plain: no PSNR/SSIM criterion
-    verdict = edit_tiers.beats_the_baselines("model" + KEEP, records, KINDS)
+    assert edit_tiers.beats_the_baselines("model", records, KINDS, {})["passed"]  # plain: no PSNR/SSIM criterion
+    verdict = edit_tiers.beats_the_baselines("model" + KEEP, records, KINDS, {})
     assert verdict["failed"] == [f"PSNR (all) >= mean_colour's / {k}" for k in KINDS]
 
 
