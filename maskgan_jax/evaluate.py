@@ -1,69 +1,69 @@
 r"""The ground-truth editing benchmark: edits of held-out synthetic faces scored against their true images.
 
-    python -m maskgan_jax.evaluate --workdir=DIR        # the dmn and ebst checkpoints of a training run
-    python -m maskgan_jax.evaluate --checkpoints=dmn=RUN/checkpoints/dmn,ebst=RUN/checkpoints/ebst --out=DIR
+    python -m maskgan_jax.evaluate --workdir=DIR --inception=inception.npz   # DIR's dmn, ebst and parser
+    python -m maskgan_jax.evaluate --checkpoints=dmn=RUN/checkpoints/dmn,ebst=RUN/checkpoints/ebst \
+        --parser=RUN --inception=inception.npz --out=DIR
 
-The held-out set: synthetic faces of seed --seed (20261125 by default; training uses
-config.data.synthetic.seed, and a checkpoint trained on the benchmark's seed is refused), faces
-0, 1, 2, ... in order. Each face takes every edit kind that applies to it (edit_applies) and
-still lacks examples, until each kind has --num_per_edit examples: smile, hair_longer,
-hair_shorter, larger_eyes, add_glasses, add_hat, and style_copy (the geometry of the next face,
-i + 1, in this face's style). For each example:
-- the target image is the face's render JPEG-encoded at quality 90 and decoded, as the training
-  images are; its mask is the render's label map;
-- the wanted mask is the true label map of the edited face, and the true image is the clean
-  render of the edited geometry in the face's style (synthetic_faces.md: edits are geometry
-  changes, so the truth is known);
-- the edited region is where the wanted mask differs from the target mask, the unedited region
-  the rest. A face whose edit changes no pixel's label at this resolution is skipped for that
-  edit. (The true image also changes a little outside the edited region: anti-aliased part
-  borders over a changed hidden layer, sub-pixel parts such as glasses temples, the iris of a
-  larger eye inside pixels that stay eye. Those changes are part of the truth.)
+The held-out set: synthetic faces 0, 1, 2, ... of seed --seed (20261125; training uses
+config.data.synthetic.seed and the parser's evaluation 20261126; a checkpoint trained on the
+benchmark's seed is refused). Each face takes one edit: the kinds take turns, a face going to the
+next kind in turn that applies to it (edit_applies) and changes a pixel's label at this resolution,
+until each kind has --num_per_edit faces (at least MIN_PER_EDIT on the command line). style_copy's
+donor geometry comes from face DONOR_OFFSET + i of the same seed, a face no example uses. Per face:
+the target image is its render JPEG-encoded at quality 90 (as the training images), its mask the
+render's label map; the wanted mask and the true image are the label map and the clean render of
+the edited geometry in the face's style; the edited region is where the two masks differ.
 
-Methods (rows): `unedited` (the target image itself), `mean_colour` (each class of the wanted
-mask painted with the mean colour of the target's pixels of that class; classes absent from the
-target take the target's mean colour), and per checkpoint its generator's result, plain and with
-`+keep_unedited` (maskgan_jax.edit).
+Rows (methods): `truth`; `truth_jpeg` (quality 90), `truth_blur` (Gaussian, sigma 1 px),
+`truth_shift` (1 px right): what a near-perfect editor scores; `unedited` (the target),
+`mean_colour` and `colour_fit` (per-class painters of the wanted mask: maskgan_jax.edit_baselines);
+then each checkpoint's generator. Every row also with `+keep_unedited`: the target kept outside the
+edited region by edit.keep_unedited_alpha, for the baselines exactly as for the models.
 
-Scores: PSNR and SSIM (maskgan_jax.metrics, uint8 images, data range 255) against the true
-image over the whole image (`all`), the edited region and the unedited region; per example,
-then averaged per edit kind and over all examples (`overall`, every kind with the same count).
-A per-example PSNR is capped at 100 dB (identical pixels) so every mean is finite.
+Scores (maskgan_jax.edit_scores, per edit kind with 95% bootstrap intervals over faces): mask
+following (the parser's pixel accuracy and mean IoU against the wanted mask, edited region and
+image; the truth row is the ceiling), realism (KID per kind and FID over all kinds, Inception
+features against the truths'), colour error, PSNR / SSIM of the unedited pixels and of the edited
+region. Tiers: maskgan_jax.edit_tiers. Without a parser (the workdir has none and no --parser) or
+Inception weights (--inception missing) those figures are skipped with the reason printed, and the
+tiers list their criteria as not evaluated. Inception features cost about 0.2 s an image on a 2-core
+CPU: --realism_methods and --realism_per_edit bound them.
 
-Writes <out>/edit_benchmark.json (a list of {"method", "edit", "region", "psnr", "ssim"}),
-<out>/edit_benchmark.md (the tables, also printed) and <out>/edit_benchmark_examples.png (one
-example per edit kind: target | target mask | wanted mask | truth | mean_colour | each
-checkpoint's result | with keep_unedited).
+Writes <out>/edit_benchmark.json ({"records": [{"method", "edit", "region", "metric", "value",
+"interval"}], "verdicts": [{"method", "tier", "passed", "failed", "not_evaluated"}]}),
+<out>/edit_benchmark.md (the tables and tiers, also printed) and <out>/edit_benchmark_examples.png
+(one example per kind: target | target mask | wanted mask | truth | painters | each model, plain
+and composited), and prints its own run time.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
-import json
+import hashlib
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
 
 from maskgan_jax import edit as edit_lib
-from maskgan_jax import mask_io, metrics, runtime
-from tfds_celebamask import labels
+from maskgan_jax import edit_baselines as baselines
+from maskgan_jax import edit_report, edit_scores, edit_tiers, runtime
+from maskgan_jax.edit_baselines import jpeg_round_trip  # parse.held_out_faces imports it from here
 from tfds_celebamask import synthetic
 
 HELD_OUT_SEED = 20261125
+DONOR_OFFSET = 1_000_000  # style_copy donors: faces DONOR_OFFSET + i, beyond any face an example uses
 EDIT_KINDS: tuple[str, ...] = tuple(synthetic.EDITS)
-REGIONS = ("all", "edited", "unedited")
-OVERALL = "overall"
-UNEDITED, MEAN_COLOUR = "unedited", "mean_colour"
-KEEP_SUFFIX = "+keep_unedited"
-MAX_PSNR_DB = 100.0
-TARGET_JPEG_QUALITY = synthetic.JPEG_QUALITY
-JSON_FILE, MARKDOWN_FILE, EXAMPLES_FILE = "edit_benchmark.json", "edit_benchmark.md", "edit_benchmark_examples.png"
+MIN_PER_EDIT, DEFAULT_PER_EDIT = 50, 100
+KEEP_SUFFIX = edit_tiers.KEEP_SUFFIX
+TRUTH, UNEDITED, MEAN_COLOUR, COLOUR_FIT = "truth", "unedited", "mean_colour", "colour_fit"
+JSON_FILE, MARKDOWN_FILE, EXAMPLES_FILE = edit_report.JSON_FILE, edit_report.MARKDOWN_FILE, edit_report.EXAMPLES_FILE
+ParseFn = Callable[[np.ndarray], np.ndarray]  # uint8 (N, R, R, 3) -> uint8 (N, R, R) label maps
+FeaturesFn = Callable[[np.ndarray], np.ndarray]  # uint8 (N, R, R, 3) -> float (N, 2048) Inception features
 
 
 # ----------------------------------------------------------------------------- the held-out set
@@ -92,20 +92,13 @@ class Example:
         return self.target_labels != self.wanted_labels
 
 
-def jpeg_round_trip(image: np.ndarray, quality: int = TARGET_JPEG_QUALITY) -> np.ndarray:
-    """uint8 (H, W, 3) -> the same image JPEG-encoded at `quality` and decoded."""
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
-    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"), dtype=np.uint8)
-
-
 def held_out_examples(resolution: int, num_per_edit: int, seed: int = HELD_OUT_SEED,
                       edits: Sequence[str] = EDIT_KINDS, max_faces: int | None = None) -> list[Example]:
-    """The benchmark's examples, grouped by edit kind in `edits` order, faces ascending within a kind.
+    """The benchmark's examples, one per face, grouped by edit kind in `edits` order, faces ascending.
 
     Args:
       resolution: render size R. num_per_edit: examples per edit kind.
-      seed: the held-out dataset seed. max_faces: faces to draw at most (default 50 x num_per_edit).
+      seed: the held-out dataset seed. max_faces: faces to draw at most (default 20 x kinds x num_per_edit).
     Raises:
       ValueError: an unknown edit, or too few faces to which an edit applies.
     """
@@ -114,123 +107,142 @@ def held_out_examples(resolution: int, num_per_edit: int, seed: int = HELD_OUT_S
         raise ValueError(f"unknown edits {unknown}; expected some of {list(synthetic.EDITS)}")
     if num_per_edit < 1:
         raise ValueError(f"num_per_edit must be >= 1, got {num_per_edit}")
-    max_faces = max_faces or 50 * num_per_edit
+    max_faces = min(max_faces or 20 * len(edits) * num_per_edit, DONOR_OFFSET)
     found: dict[str, list[Example]] = {e: [] for e in edits}
-    index = 0
+    turn, index = 0, 0
     while any(len(v) < num_per_edit for v in found.values()):
         if index >= max_faces:
             short = {e: len(v) for e, v in found.items() if len(v) < num_per_edit}
             raise ValueError(f"only {short} examples after {max_faces} faces of seed {seed}")
         geometry, style = synthetic.sample_face(synthetic.face_rng(seed, index))
-        target_image, target_labels = None, None
-        for name in edits:
-            if len(found[name]) >= num_per_edit or not synthetic.edit_applies(name, geometry):
+        open_kinds = [e for e in edits if len(found[e]) < num_per_edit]
+        start = turn % len(open_kinds)
+        target = None
+        for name in open_kinds[start:] + open_kinds[:start]:
+            if not synthetic.edit_applies(name, geometry):
                 continue
-            if target_image is None:
-                target_image, target_labels = synthetic.render(geometry, style, resolution)
-            donor = synthetic.sample_face(synthetic.face_rng(seed, index + 1))[0] if name == "style_copy" else None
+            donor = synthetic.sample_face(synthetic.face_rng(seed, DONOR_OFFSET + index))[0] \
+                if name == "style_copy" else None
             true_image, wanted_labels = synthetic.render(synthetic.EDITS[name](geometry, donor), style, resolution)
-            if np.array_equal(wanted_labels, target_labels):
+            target = target or synthetic.render(geometry, style, resolution)
+            if np.array_equal(wanted_labels, target[1]):
                 continue  # too small to change a pixel's label at this resolution
-            found[name].append(Example(edit=name, face_index=index, target_image=jpeg_round_trip(target_image),
-                                       target_labels=target_labels, wanted_labels=wanted_labels,
-                                       true_image=true_image))
+            found[name].append(Example(edit=name, face_index=index, target_image=jpeg_round_trip(target[0]),
+                                       target_labels=target[1], wanted_labels=wanted_labels, true_image=true_image))
+            turn += 1
+            break
         index += 1
     return [example for name in edits for example in found[name]]
 
 
-# ----------------------------------------------------------------------------- baselines and scores
+def _stack(examples: Sequence[Example], field: str) -> np.ndarray:
+    return np.stack([getattr(e, field) for e in examples])
 
 
-def mean_colour_painter(images: np.ndarray, labels_t: np.ndarray, labels_src: np.ndarray,
-                        num_classes: int = labels.NUM_CLASSES) -> np.ndarray:
-    """Paints each class of the wanted mask with the mean colour of the target's pixels of that class.
+# ----------------------------------------------------------------------------- rows
+
+
+def reference_rows(examples: Sequence[Example]) -> dict[str, np.ndarray]:
+    """The truth, the degraded truths, the unedited target and the painters: name -> uint8 (N, R, R, 3)."""
+    truths, images = _stack(examples, "true_image"), _stack(examples, "target_image")
+    labels_t, labels_src = _stack(examples, "target_labels"), _stack(examples, "wanted_labels")
+    return {TRUTH: truths, "truth_jpeg": baselines.jpeg_images(truths), "truth_blur": baselines.blur_images(truths),
+            "truth_shift": baselines.shift_images(truths), UNEDITED: images,
+            MEAN_COLOUR: baselines.mean_colour_painter(images, labels_t, labels_src),
+            COLOUR_FIT: baselines.colour_fit_painter(images, labels_t, labels_src)}
+
+
+def with_keep_unedited(rows: dict[str, np.ndarray], examples: Sequence[Example], dilation: int,
+                       feather: int) -> dict[str, np.ndarray]:
+    """Each row followed by its `+keep_unedited` composite (baselines.composite_unedited)."""
+    images = _stack(examples, "target_image")
+    labels_t, labels_src = _stack(examples, "target_labels"), _stack(examples, "wanted_labels")
+    out = {}
+    for name, results in rows.items():
+        out[name] = results
+        out[name + KEEP_SUFFIX] = baselines.composite_unedited(results, images, labels_t, labels_src, dilation,
+                                                               feather)
+    return out
+
+
+def generator_rows(generators: dict[str, edit_lib.LoadedGenerator], examples: Sequence[Example], batch_size: int,
+                   dilation: int, feather: int) -> dict[str, np.ndarray]:
+    """Each generator's results and their `+keep_unedited` composites (edit.Editor): name -> uint8."""
+    images = _stack(examples, "target_image")
+    labels_t, labels_src = _stack(examples, "target_labels"), _stack(examples, "wanted_labels")
+    rows = {}
+    for name, loaded in generators.items():
+        editor = edit_lib.Editor(loaded, batch_size, dilation, feather)
+        rows[name], rows[name + KEEP_SUFFIX] = editor.edit(images, labels_t, labels_src)
+    return rows
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+def inception_features(params, batch_size: int = 25) -> FeaturesFn:
+    """A FeaturesFn with the FID Inception (maskgan_jax.fid): images upsampled to 299x299 with PIL
+    bicubic (as the FID CLI), jitted batches; an image seen before (same bytes) is not recomputed."""
+    from maskgan_jax import fid
+    from maskgan_jax.models import inception
+
+    cache: dict[bytes, np.ndarray] = {}
+    size = (inception.INPUT_SIZE, inception.INPUT_SIZE)
+
+    def features(images: np.ndarray) -> np.ndarray:
+        keys = [hashlib.sha1(image.tobytes()).digest() for image in images]
+        missing = list(dict.fromkeys(k for k in keys if k not in cache))
+        first = {k: i for i, k in reversed(list(enumerate(keys)))}
+        for start in range(0, len(missing), 10 * batch_size):
+            chunk = missing[start:start + 10 * batch_size]
+            big = [np.asarray(Image.fromarray(images[first[k]]).resize(size, Image.Resampling.BICUBIC)) for k in chunk]
+            for key, vector in zip(chunk, fid.extract_features(params, big, batch_size)):
+                cache[key] = vector.astype(np.float64)
+        return np.stack([cache[k] for k in keys])
+
+    return features
+
+
+def realism_faces(kinds: Sequence[str], per_edit: int | None) -> np.ndarray:
+    """bool (N,): the first `per_edit` faces of each kind (all when None)."""
+    kinds = np.asarray(kinds)
+    chosen = np.zeros(len(kinds), bool)
+    for kind in dict.fromkeys(kinds.tolist()):
+        chosen[np.flatnonzero(kinds == kind)[:per_edit]] = True
+    return chosen
+
+
+def score_rows(rows: dict[str, np.ndarray], examples: Sequence[Example], parse: ParseFn | None = None,
+               features: FeaturesFn | None = None, realism_methods: Sequence[str] | None = None,
+               realism_per_edit: int | None = None,
+               num_resamples: int = edit_scores.BOOTSTRAP_RESAMPLES) -> list[dict]:
+    """The records of every row (edit_scores.method_records).
 
     Args:
-      images: uint8 (N, H, W, 3) targets. labels_t: int (N, H, W) their masks. labels_src: int
-        (N, H, W) wanted masks.
-    Returns:
-      uint8 (N, H, W, 3); a class absent from a target takes that target's mean colour.
+      rows: method -> uint8 (N, R, R, 3) results, one per example; must hold TRUTH when `features`.
+      parse: the parser (None: no mask following). It is called on one method's results at a time,
+        in example order.
+      features: the Inception (None: no KID / FID); run on the truths and on the rows named in
+        realism_methods (None: all), first realism_per_edit faces of each kind (None: all).
     """
-    n = images.shape[0]
-    flat_labels = (labels_t.astype(np.int64) + num_classes * np.arange(n)[:, None, None]).reshape(-1)
-    pixels = images.reshape(-1, 3).astype(np.float64)
-    counts = np.bincount(flat_labels, minlength=n * num_classes).reshape(n, num_classes)
-    sums = np.stack([np.bincount(flat_labels, pixels[:, c], minlength=n * num_classes) for c in range(3)], -1)
-    sums = sums.reshape(n, num_classes, 3)
-    overall = images.reshape(n, -1, 3).mean(axis=1)  # (N, 3)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = np.where(counts[..., None] > 0, sums / counts[..., None], overall[:, None, :])
-    painted = np.take_along_axis(means, labels_src.reshape(n, -1, 1).astype(np.int64), axis=1)
-    return np.clip(np.round(painted), 0, 255).astype(np.uint8).reshape(images.shape)
-
-
-def score(results: np.ndarray, examples: Sequence[Example]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per-example (PSNR capped at MAX_PSNR_DB, SSIM) of results against the true images, per region.
-
-    Args:
-      results: uint8 (N, R, R, 3), one per example.
-    Returns:
-      region -> (psnr float64 (N,), ssim float64 (N,)).
-    """
-    truths = np.stack([e.true_image for e in examples])
-    edited = np.stack([e.edited_region for e in examples])
-    ssim_map = metrics.ssim_map(results, truths)
-    scores = {}
-    for region_name, region in (("all", np.ones_like(edited)), ("edited", edited), ("unedited", ~edited)):
-        psnr = np.minimum(metrics.psnr(results, truths, region), MAX_PSNR_DB)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ssim = np.where(region, ssim_map, 0.0).sum(axis=(1, 2)) / region.sum(axis=(1, 2))
-        scores[region_name] = (psnr, ssim)
-    return scores
-
-
-def summarise(method: str, scores: dict[str, tuple[np.ndarray, np.ndarray]], examples: Sequence[Example]
-              ) -> list[dict]:
-    """Records {"method", "edit", "region", "psnr", "ssim"}: means per edit kind, then OVERALL.
-
-    A region empty in an example (e.g. nothing unedited) leaves that example out of its mean."""
-    kinds = np.array([e.edit for e in examples])
+    truths = _stack(examples, "true_image")
+    wanted, edited = _stack(examples, "wanted_labels"), np.stack([e.edited_region for e in examples])
+    kinds = [e.edit for e in examples]
+    chosen = realism_faces(kinds, realism_per_edit)
+    truth_features = None
+    if features is not None:
+        truth_features = np.full((len(examples), 2048), np.nan)
+        truth_features[chosen] = features(truths[chosen])
     records = []
-    for edit in list(dict.fromkeys(kinds)) + [OVERALL]:
-        chosen = np.ones(len(kinds), bool) if edit == OVERALL else kinds == edit
-        for region in REGIONS:
-            psnr, ssim = scores[region]
-            records.append({"method": method, "edit": edit, "region": region,
-                            "psnr": float(np.nanmean(psnr[chosen])), "ssim": float(np.nanmean(ssim[chosen]))})
+    for method, results in rows.items():
+        method_features = None
+        if truth_features is not None and (realism_methods is None or method in realism_methods):
+            method_features = np.full_like(truth_features, np.nan)
+            method_features[chosen] = features(results[chosen])
+        scores = edit_scores.face_scores(results, truths, wanted, edited, None if parse is None else parse(results),
+                                         method_features)
+        records += edit_scores.method_records(method, scores, kinds, truth_features, num_resamples)
     return records
-
-
-def markdown_tables(records: Sequence[dict], header: str = "") -> str:
-    """One table per region: a row per method, a column per edit kind and overall; cells 'PSNR / SSIM'."""
-    methods = list(dict.fromkeys(r["method"] for r in records))
-    edits = list(dict.fromkeys(r["edit"] for r in records))
-    lookup = {(r["method"], r["edit"], r["region"]): r for r in records}
-    lines = [header] if header else []
-    for region in REGIONS:
-        lines += [f"### {region} pixels: PSNR (dB) / SSIM", "",
-                  "| method | " + " | ".join(edits) + " |", "|---|" + "---|" * len(edits)]
-        for method in methods:
-            cells = []
-            for edit in edits:
-                r = lookup.get((method, edit, region))
-                cells.append(f"{r['psnr']:.2f} / {r['ssim']:.3f}" if r else "-")
-            lines.append(f"| {method} | " + " | ".join(cells) + " |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def examples_figure(examples: Sequence[Example], results: dict[str, np.ndarray]) -> np.ndarray:
-    """First example of each edit kind, one per row: target | target mask | wanted mask | truth |
-    each method's result in `results` order (name -> uint8 (N, R, R, 3)); uint8 image."""
-    rows = []
-    for edit in dict.fromkeys(e.edit for e in examples):
-        i = next(k for k, e in enumerate(examples) if e.edit == edit)
-        e = examples[i]
-        columns = [e.target_image, mask_io.colour_labels(e.target_labels), mask_io.colour_labels(e.wanted_labels),
-                   e.true_image] + [images[i] for images in results.values()]
-        rows.append(np.concatenate(columns, axis=1))
-    return np.concatenate(rows, axis=0)
 
 
 # ----------------------------------------------------------------------------- the benchmark
@@ -238,12 +250,13 @@ def examples_figure(examples: Sequence[Example], results: dict[str, np.ndarray])
 
 def parse_checkpoints(text: str) -> dict[str, str]:
     """'dmn=PATH,ebst=PATH' -> {'dmn': 'PATH', 'ebst': 'PATH'}; a bare PATH is named by its position."""
+    reserved = {TRUTH, UNEDITED, MEAN_COLOUR, COLOUR_FIT, *edit_tiers.DEGRADED_TRUTHS}
     named = {}
     for position, part in enumerate(p.strip() for p in text.split(",") if p.strip()):
         name, sep, path = part.partition("=")
         if not sep:
             name, path = f"checkpoint{position}", part
-        if name in named or name in (UNEDITED, MEAN_COLOUR):
+        if name in named or name in reserved or name.endswith(KEEP_SUFFIX):
             raise ValueError(f"--checkpoints: the name {name!r} is used twice or reserved")
         named[name] = path
     return named
@@ -255,59 +268,71 @@ def workdir_checkpoints(workdir: str | Path) -> dict[str, tuple[str, str]]:
     return {phase: (str(workdir), phase) for phase in reversed(edit_lib.workdir_phases(workdir))}
 
 
+def check_not_trained_on(what: str, config, seed: int) -> None:
+    """Refuses a network whose stored config trained on synthetic seed `seed`, the benchmark's."""
+    synthetic_config = config.data.get("synthetic") if "data" in config else None
+    if synthetic_config is not None and int(synthetic_config.seed) == seed:
+        raise ValueError(f"{what} was trained on synthetic seed {seed}, the benchmark's held-out seed; pass "
+                         "another --seed")
+
+
 def run_benchmark(generators: dict[str, edit_lib.LoadedGenerator], resolution: int, num_per_edit: int,
-                  seed: int = HELD_OUT_SEED, edits: Sequence[str] = EDIT_KINDS, batch_size: int = 16,
-                  dilation: int | None = None, feather: int | None = None
-                  ) -> tuple[list[dict], list[Example], dict[str, np.ndarray]]:
-    """Scores the baselines and every generator on the held-out set.
+                  seed: int = HELD_OUT_SEED, edits: Sequence[str] = EDIT_KINDS, parse: ParseFn | None = None,
+                  features: FeaturesFn | None = None, realism_methods: Sequence[str] | None = None,
+                  realism_per_edit: int | None = None, batch_size: int = 16, dilation: int | None = None,
+                  feather: int | None = None, num_resamples: int = edit_scores.BOOTSTRAP_RESAMPLES
+                  ) -> tuple[list[dict], list[dict], list[Example], dict[str, np.ndarray]]:
+    """Scores the reference rows and every generator, plain and composited, on the held-out set.
 
     Returns:
-      (records, examples, results): the JSON records; the examples; method -> uint8 results.
+      (records, verdicts, examples, rows): rows maps method -> uint8 (N, R, R, 3) results.
     """
     for name, loaded in generators.items():
         if loaded.resolution != resolution:
             raise ValueError(f"checkpoint {name} ({loaded.step_dir}) is at {loaded.resolution}px, the benchmark "
                              f"at {resolution}px")
-        synthetic_config = loaded.config.data.get("synthetic") if "data" in loaded.config else None
-        if synthetic_config is not None and int(synthetic_config.seed) == seed:
-            raise ValueError(f"checkpoint {name} ({loaded.step_dir}) was trained on synthetic seed {seed}, the "
-                             f"benchmark's held-out seed; pass another --seed")
+        check_not_trained_on(f"checkpoint {name} ({loaded.step_dir})", loaded.config, seed)
+    default_dilation, default_feather = edit_lib.default_margins(resolution)
+    dilation = default_dilation if dilation is None else dilation
+    feather = default_feather if feather is None else feather
     examples = held_out_examples(resolution, num_per_edit, seed, edits)
-    images = np.stack([e.target_image for e in examples])
-    labels_t = np.stack([e.target_labels for e in examples])
-    labels_src = np.stack([e.wanted_labels for e in examples])
-    results = {UNEDITED: images, MEAN_COLOUR: mean_colour_painter(images, labels_t, labels_src)}
-    for name, loaded in generators.items():
-        editor = edit_lib.Editor(loaded, batch_size, dilation, feather)
-        results[name], results[name + KEEP_SUFFIX] = editor.edit(images, labels_t, labels_src)
-    records = []
-    for method, method_results in results.items():
-        records += summarise(method, score(method_results, examples), examples)
-    return records, examples, results
+    rows = with_keep_unedited(reference_rows(examples), examples, dilation, feather)
+    rows.update(generator_rows(generators, examples, batch_size, dilation, feather))
+    records = score_rows(rows, examples, parse, features, realism_methods, realism_per_edit, num_resamples)
+    return records, edit_tiers.verdicts(records, list(dict.fromkeys(edits))), examples, rows
 
 
-def write_outputs(out: str | Path, records: list[dict], examples: Sequence[Example], results: dict[str, np.ndarray],
-                  header: str) -> str:
-    """Writes the JSON, the Markdown tables and the examples figure into `out`; returns the Markdown."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / JSON_FILE).write_text(json.dumps(records, indent=1) + "\n")
-    markdown = markdown_tables(records, header)
-    (out / MARKDOWN_FILE).write_text(markdown + "\n")
-    shown = {name: images for name, images in results.items() if name != UNEDITED}  # the target is column 1
-    mask_io.write_image(out / EXAMPLES_FILE, examples_figure(examples, shown))
-    return markdown
+def load_parse_fn(path: str, resolution: int, seed: int, batch_size: int) -> tuple[ParseFn, str]:
+    """The trained parser of `path` (parse.load_parser) as a ParseFn, and its description."""
+    from maskgan_jax import parse as parse_lib
+
+    loaded = parse_lib.load_parser(path)
+    if loaded.resolution != resolution:
+        raise ValueError(f"parser {loaded.step_dir} is at {loaded.resolution}px, the benchmark at {resolution}px")
+    check_not_trained_on(f"parser {loaded.step_dir}", loaded.config, seed)
+    return parse_lib.Parser(loaded, batch_size).parse, str(loaded.step_dir)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m maskgan_jax.evaluate",
                                      description="Ground-truth editing benchmark on held-out synthetic faces.")
-    parser.add_argument("--workdir", help="training workdir: benchmarks its dmn and ebst checkpoints; "
-                                          "results are written here unless --out")
+    parser.add_argument("--workdir", help="training workdir: benchmarks its dmn and ebst checkpoints with its "
+                                          "parser; results are written here unless --out")
     parser.add_argument("--checkpoints", help="instead of the workdir's: NAME=PATH,NAME=PATH (workdir, phase "
                                               "or step directories)")
+    parser.add_argument("--parser", help="the parser's workdir, phase or step directory (default: --workdir's)")
+    parser.add_argument("--inception", default="", help="FID Inception weights .npz (python -m "
+                        "maskgan_jax.convert_inception); missing: KID and FID are skipped")
     parser.add_argument("--out", help="output folder (default: --workdir)")
-    parser.add_argument("--num_per_edit", type=int, default=50, help="examples per edit kind")
+    parser.add_argument("--num_per_edit", type=int, default=DEFAULT_PER_EDIT,
+                        help=f"faces per edit kind, one edit each (at least {MIN_PER_EDIT})")
+    parser.add_argument("--realism_per_edit", type=int, default=None,
+                        help="KID/FID on the first this many faces of each kind (default: all)")
+    parser.add_argument("--realism_methods", default="",
+                        help="KID/FID only for these rows, comma-separated (a name covers its +keep_unedited "
+                             "row; default: all)")
+    parser.add_argument("--bootstrap", type=int, default=edit_scores.BOOTSTRAP_RESAMPLES,
+                        help="bootstrap resamples of the faces per interval")
     parser.add_argument("--seed", type=int, default=HELD_OUT_SEED, help="held-out synthetic faces' seed")
     parser.add_argument("--edits", default=",".join(EDIT_KINDS), help="edit kinds, comma-separated")
     parser.add_argument("--resolution", type=int, default=None,
@@ -327,6 +352,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out or args.workdir
     if out is None:
         parser.error("give --workdir or --out")
+    if args.num_per_edit < MIN_PER_EDIT:
+        parser.error(f"--num_per_edit={args.num_per_edit}: at least {MIN_PER_EDIT} faces per edit kind")
+    if args.realism_per_edit is not None and args.realism_per_edit < 2:
+        parser.error(f"--realism_per_edit={args.realism_per_edit}: KID needs at least 2 faces per kind")
+    if args.bootstrap < 10:
+        parser.error(f"--bootstrap={args.bootstrap}: at least 10 resamples")
     start = time.perf_counter()
     runtime.enable_compilation_cache(args.jax_cache_dir)
     if args.checkpoints:
@@ -338,7 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         sources = {}
     if not sources and args.resolution is None:
-        parser.error("without checkpoints, give --resolution (only the baselines are scored)")
+        parser.error("without checkpoints, give --resolution (only the reference rows are scored)")
     mesh = edit_lib.editing_mesh()
     generators = {name: edit_lib.load_generator(path, phase, args.resolution, mesh)
                   for name, (path, phase) in sources.items()}
@@ -346,16 +377,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(resolutions) > 1:
         parser.error(f"the checkpoints differ in resolution: {sorted(resolutions)}")
     resolution = args.resolution or resolutions.pop()
+    skipped = []
+    parse, parser_note = None, "none"
+    if args.parser or args.workdir:
+        try:
+            parse, parser_note = load_parse_fn(args.parser or args.workdir, resolution, args.seed, args.batch_size)
+        except FileNotFoundError as error:
+            if args.parser:
+                raise
+            skipped.append(f"mask following skipped: {error} (give --parser)")
+    else:
+        skipped.append("mask following skipped: no --parser and no --workdir")
+    features = None
+    inception_path = Path(args.inception).expanduser() if args.inception else None
+    if inception_path is not None and inception_path.is_file():
+        from maskgan_jax.models import inception
+
+        features = inception_features(inception.load_inception_params(str(inception_path)))
+    else:
+        skipped.append(f"KID and FID skipped: --inception={args.inception!r} is not a file (make fid-weights, "
+                       "then python -m maskgan_jax.convert_inception)")
     edits = [e.strip() for e in args.edits.split(",") if e.strip()]
-    records, examples, results = run_benchmark(generators, resolution, args.num_per_edit, args.seed, edits,
-                                               args.batch_size, args.dilation, args.feather)
+    named = [m.strip() for m in args.realism_methods.split(",") if m.strip()]
+    realism_methods = [m + suffix for m in named for suffix in ("", KEEP_SUFFIX)] or None
+    records, verdicts, examples, rows = run_benchmark(
+        generators, resolution, args.num_per_edit, args.seed, edits, parse, features, realism_methods,
+        args.realism_per_edit, args.batch_size, args.dilation, args.feather, args.bootstrap)
+    elapsed = time.perf_counter() - start
     described = "; ".join(f"{name} = {g.step_dir}" for name, g in generators.items()) or "none"
-    header = (f"## Ground-truth editing benchmark\n\n{len(examples)} edits of held-out synthetic faces (seed "
-              f"{args.seed}, {args.num_per_edit} per kind) at {resolution}x{resolution}; checkpoints: {described}. "
-              f"Higher is better. Regions: all pixels, the pixels whose label the edit changes, and the rest.\n")
-    markdown = write_outputs(out, records, examples, results, header)
+    realism = (f"KID/FID on the first {args.realism_per_edit or args.num_per_edit} faces per kind of "
+               f"{', '.join(named) + ' (plain and composited)' if named else 'every row'}")
+    header = "\n".join([
+        "## Ground-truth editing benchmark", "",
+        f"{len(examples)} edits of independent held-out synthetic faces (seed {args.seed}, {args.num_per_edit} per "
+        f"kind, one edit per face) at {resolution}x{resolution}; checkpoints: {described}; parser: {parser_note}; "
+        f"{realism}. Cells: value [95% bootstrap interval over faces]. The truth row is the ceiling.", "",
+        *(f"- {note}" for note in skipped), ""])
+    figure_rows = {name: images for name, images in rows.items() if name in (MEAN_COLOUR, COLOUR_FIT)
+                   or name in generators or edit_tiers.split_method(name)[0] in generators}
+    markdown = "\n".join([edit_report.markdown_tables(records, header), "### Tiers", "",
+                          edit_tiers.format_verdicts(verdicts), "", f"Benchmark run time: {elapsed:.1f} s"])
+    edit_report.write_outputs(out, records, verdicts, examples, figure_rows, markdown)
     print(markdown)
-    print(f"Wrote {Path(out) / JSON_FILE}, {MARKDOWN_FILE} and {EXAMPLES_FILE} in {time.perf_counter() - start:.1f} s")
+    print(f"Wrote {Path(out) / JSON_FILE}, {MARKDOWN_FILE} and {EXAMPLES_FILE}; run time {elapsed:.1f} s")
     return 0
 
 

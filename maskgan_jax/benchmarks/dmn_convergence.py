@@ -142,10 +142,11 @@ def train(config: ml_collections.ConfigDict, data: Path, out: Path, num_steps: i
 
 
 def score(runs: list[Path], out: Path | None) -> None:
-    """Scores every snapshot of every run, and each with --keep_unedited (`edit`'s blend, applied here to
-    the rounded result: within half a level of `edit`'s own). Prints the overall table, then the
-    benchmark's tables per edit kind; writes the records to `out` when given."""
-    from maskgan_jax import evaluate
+    """Scores every snapshot of every run next to the benchmark's reference rows, each also with
+    --keep_unedited (`edit`'s blend, applied here to the rounded result: within half a level of `edit`'s
+    own), with the benchmark's pixel scores (no parser, no Inception here); prints the benchmark's
+    tables and writes the records to `out` when given."""
+    from maskgan_jax import edit_report, evaluate
 
     generated = {}
     for run in runs:
@@ -156,30 +157,14 @@ def score(runs: list[Path], out: Path | None) -> None:
         for key in sorted((k for k in saved.files if k.startswith("outputs_")), key=lambda k: int(k.split("_")[1])):
             generated[f"{run.stem}@{key.split('_')[1]}"] = saved[key]
     examples = evaluate.held_out_examples(resolution, num_per_edit)
-    images = np.stack([e.target_image for e in examples])
-    labels_t = np.stack([e.target_labels for e in examples])
-    labels_src = np.stack([e.wanted_labels for e in examples])
-    dilation, feather = edit_lib.default_margins(resolution)
-    alpha = np.asarray(edit_lib.keep_unedited_alpha(labels_t, labels_src, dilation, feather))
-    results = {evaluate.UNEDITED: images,
-               evaluate.MEAN_COLOUR: evaluate.mean_colour_painter(images, labels_t, labels_src)}
-    for name, outputs in generated.items():
-        results[name] = outputs
-        kept = alpha * outputs.astype(np.float32) + (1.0 - alpha) * images.astype(np.float32)
-        results[name + evaluate.KEEP_SUFFIX] = np.round(kept).astype(np.uint8)
-    records = []
-    for method, method_results in results.items():
-        records += evaluate.summarise(method, evaluate.score(method_results, examples), examples)
+    rows = {name: images for name, images in evaluate.reference_rows(examples).items()
+            if name in (evaluate.TRUTH, evaluate.UNEDITED, evaluate.MEAN_COLOUR, evaluate.COLOUR_FIT)}
+    rows.update(generated)
+    rows = evaluate.with_keep_unedited(rows, examples, *edit_lib.default_margins(resolution))
+    records = evaluate.score_rows(rows, examples, num_resamples=200)
     if out is not None:
         out.write_text(json.dumps(records, indent=1) + "\n")
-    overall = {(r["method"], r["region"]): r for r in records if r["edit"] == evaluate.OVERALL}
-    print("\n| method | edited PSNR | edited SSIM | all PSNR | all SSIM | unedited PSNR |")
-    print("|---|---|---|---|---|---|")
-    for method in dict.fromkeys(m for m, _ in overall):
-        e, a, u = (overall[(method, region)] for region in ("edited", "all", "unedited"))
-        print(f"| {method} | {e['psnr']:.2f} | {e['ssim']:.3f} | {a['psnr']:.2f} | {a['ssim']:.3f} | {u['psnr']:.2f} |")
-    print()
-    print(evaluate.markdown_tables(records))
+    print(edit_report.markdown_tables(records))
 
 
 def main(argv: list[str] | None = None) -> int:
