@@ -41,3 +41,12 @@ def smoke_data_dir(tmp_path_factory) -> pathlib.Path:
     workdir = tmp_path_factory.mktemp("smoke_data")
     data.prepare_dataset(ebst.get_config("smoke"), workdir)
     return workdir / data.TFDS_FOLDER
+
+
+@pytest.fixture(scope="session")
+def full_run(tmp_path_factory, smoke_data_dir, compilation_cache) -> pathlib.Path:
+    """The workdir of one uninterrupted `main.py` smoke run (every phase), shared by the training tests
+    of this session (each xdist worker makes its own)."""
+    import smoke_runs
+
+    return smoke_runs.run_main_smoke(tmp_path_factory.mktemp("full_run"), smoke_data_dir, compilation_cache)

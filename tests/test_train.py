@@ -1,77 +1,21 @@
-"""The training loop end to end on the smoke config: outputs, exact resume, the non-finite guard,
-SIGTERM, and a two-process run equal to a one-process run."""
+"""The training loop end to end on the smoke config: outputs, exact resume, the non-finite guard and
+SIGTERM. (Two-process runs: test_train_two_processes.py, so pytest-xdist can run them beside these.)"""
 
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
+from smoke_runs import REPO, assert_trees_equal, final_networks, smoke_config, subprocess_env
 
 from configs import ebst
 from maskgan_jax import checkpoint as ckpt
 from maskgan_jax import phases
 from maskgan_jax import state as state_lib
 from maskgan_jax import train
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def smoke_config(data_dir):
-    config = ebst.get_config("smoke")
-    config.data.data_dir = str(data_dir)
-    return config
-
-
-def final_networks(workdir, phase, names):
-    """Every array of the named networks' final checkpoint of `phase`, as NumPy, restored onto this
-    process's first device whatever mesh wrote it (orbax needs a target with shardings for that)."""
-    directory, step = ckpt.find_latest(workdir, phase)
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    networks = {}
-    with ckpt.ocp.StandardCheckpointer() as checkpointer:
-        for name in names:
-            metadata = checkpointer.metadata(directory / str(step) / name).item_metadata
-            target = jax.tree_util.tree_map(
-                lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
-            restored = checkpointer.restore(directory / str(step) / name, target)
-            networks[name] = jax.tree_util.tree_map(np.asarray, restored)
-    return step, networks
-
-
-def assert_trees_equal(a, b):
-    leaves_a, leaves_b = jax.tree_util.tree_leaves_with_path(a), jax.tree_util.tree_leaves(b)
-    assert len(leaves_a) == len(leaves_b)
-    for (path, x), y in zip(leaves_a, leaves_b):
-        np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
-
-
-def subprocess_env(compilation_cache, devices):
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    env["JAX_PLATFORMS"] = "cpu"
-    env["JAX_COMPILATION_CACHE_DIR"] = str(compilation_cache)
-    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-    env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
-    return env
-
-
-@pytest.fixture(scope="module")
-def full_run(tmp_path_factory, smoke_data_dir, compilation_cache):
-    """`main.py --config=configs/ebst.py:smoke` end to end, uninterrupted."""
-    workdir = tmp_path_factory.mktemp("full_run")
-    # 8 devices, as the in-process runs below get from conftest.
-    result = subprocess.run(
-        [sys.executable, "main.py", "--config=configs/ebst.py:smoke", f"--workdir={workdir}",
-         f"--config.data.data_dir={smoke_data_dir}"],
-        cwd=REPO, env=subprocess_env(compilation_cache, 8), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return workdir
 
 
 def test_main_smoke_writes_checkpoints_events_and_grids(full_run):
@@ -182,136 +126,3 @@ def test_sigterm_saves_a_restorable_checkpoint_and_exits_0(tmp_path, smoke_data_
     assert step is not None and 0 < step < 100000
     restored = manager.restore(step, args=ckpt.ocp.args.Composite(mask_vae=ckpt.ocp.args.StandardRestore()))
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(dict(restored["mask_vae"])))
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_two_processes(tmp_path, name, args, compilation_cache):
-    """main.py as 2 processes x 4 CPU devices on 127.0.0.1. Logs go to files: a full stderr pipe would
-    block one process inside a collective and hang both. Returns [(process, log path)]."""
-    port = _free_port()
-    started = []
-    for i in range(2):
-        log_path = tmp_path / f"{name}_{i}.log"
-        with open(log_path, "w") as log:
-            started.append((subprocess.Popen(
-                [sys.executable, "main.py", *args, f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-                 f"--process_id={i}"], cwd=REPO, env=subprocess_env(compilation_cache, 4),
-                stdout=subprocess.DEVNULL, stderr=log), log_path))
-    return started
-
-
-def _wait_for_success(started):
-    for process, log_path in started:
-        process.wait(timeout=900)
-        assert process.returncode == 0, log_path.read_text()[-3000:]
-
-
-def _run_two_processes(tmp_path, name, args, compilation_cache):
-    _wait_for_success(_start_two_processes(tmp_path, name, args, compilation_cache))
-
-
-def _assert_close(single, multi, outliers_per_tensor: float = 0.0, outlier_bound: float = 0.0):
-    """Parameters and BatchNorm statistics within 1e-3 relative, 1e-4 absolute. The layouts sum gradients
-    in different orders (2 x 4 devices reduce across processes, and how XLA groups the all-reduces follows
-    the step's HLO, so unrelated edits of the step move the rounding); Adam with the smoke config's lr and
-    eps (1e-3 each) passes a gradient's rounding difference to the parameter almost one to one. Measured
-    (deterministic, this code): the largest parameter difference after MaskVAE 40 / DMN 4 steps is
-    7.2e-5 (generator down/model_4 kernel); 7.7e-5 in a D kernel with an earlier state of the step. A
-    wrong batch or shard moves parameters by about the learning rate, 1e-3 per step: 10x above this
-    bound. Biases that a following normalisation cancels get pure-noise gradients, hence the absolute
-    term. Adam's
-    moments, which hold the gradients themselves, within 1e-2 of the largest moment of their network and
-    kind (noise-sized moments of those biases pass; the largest ones must agree to 1%). Training on other
-    batches moves parameters by about the learning rate (1e-3) per step, and a gradient scaled by another
-    batch size scales every moment.
-
-    outliers_per_tensor: the fraction of each tensor's elements (at least one element) allowed outside
-    those tolerances, each within `outlier_bound` (parameters) or 10% of its moments' scale (moments).
-    For EBST: its first step is each fresh Adam state's first update, lr * g / (|g| + eps), so an element
-    whose gradient is rounding noise (|g| near eps) can move by a different fraction of lr in each layout
-    (measured: 1 of 1,152 elements of a generator kernel off by 2.3e-4). A wrong batch or shard moves
-    most elements by about lr, which the fraction catches."""
-    leaves = jax.tree_util.tree_leaves_with_path(single)
-    others = jax.tree_util.tree_leaves(multi)
-    assert len(leaves) == len(others)
-
-    def moment_kind(path):  # e.g. ('generator', 'mu'), or None for parameters and statistics
-        keys = [getattr(k, "key", getattr(k, "idx", None)) for k in path]
-        kinds = ("mu", "nu", "count", "hyperparams")  # hyperparams: the learning rate applied, Adam's betas
-        return (keys[0], next(k for k in keys if k in kinds)) if "opt_state" in keys else None
-
-    scales = {}
-    for path, a in leaves:
-        kind = moment_kind(path)
-        if kind is not None:
-            scales[kind] = max(scales.get(kind, 0.0), float(np.abs(a).max(initial=0.0)))
-    for (path, a), b in zip(leaves, others):
-        kind = moment_kind(path)
-        tolerance = dict(rtol=0, atol=1e-2 * scales[kind]) if kind else dict(rtol=1e-3, atol=1e-4)
-        if not outliers_per_tensor:
-            np.testing.assert_allclose(b, a, err_msg=jax.tree_util.keystr(path), **tolerance)
-            continue
-        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-        outside = np.abs(b - a) > tolerance["atol"] + tolerance["rtol"] * np.abs(a)
-        allowed = max(1, int(outliers_per_tensor * a.size))
-        bound = 0.1 * scales[kind] if kind else outlier_bound
-        assert outside.sum() <= allowed, (jax.tree_util.keystr(path), int(outside.sum()), a.size)
-        assert np.all(np.abs(b - a) <= max(bound, tolerance["atol"])), (jax.tree_util.keystr(path),
-                                                                       float(np.abs(b - a).max()))
-
-
-def test_two_processes_equal_one_process(full_run, tmp_path, smoke_data_dir, compilation_cache):
-    """2 processes x 4 CPU devices (jax.distributed on 127.0.0.1) end each phase with the networks of the
-    1 process x 8 devices run: same global batches (two logical data shards), same steps.
-
-    MaskVAE, DMN and the parser are trained by both layouts from scratch and compared after all their steps. EBST is
-    compared after one step (stage 1 and stage 2), started in both layouts from the same networks (the
-    one-process run's): adversarial training under Adam amplifies rounding differences fast (stage 2's
-    generator gradient already differs by ~1e-4 relative between layouts at its first step, and the
-    blender's Adam moments by ~20% of their largest value after four), so more steps would test chaos,
-    not the layout."""
-    common = ["--config=configs/ebst.py:smoke", f"--config.data.data_dir={smoke_data_dir}"]
-    _run_two_processes(tmp_path, "pretrain", [*common, f"--workdir={tmp_path / 'pretrain'}",
-                                              "--config.phases.ebst.num_steps=0"], compilation_cache)
-    for phase, names in (("maskvae", ["mask_vae"]), ("dmn", ["generator", "discriminator"]), ("parser", ["parser"])):
-        _assert_close(final_networks(full_run, phase, names)[1],
-                      final_networks(tmp_path / "pretrain", phase, names)[1])
-
-    ebst_only = {"phases.maskvae.num_steps": 0, "phases.dmn.num_steps": 0, "phases.ebst.num_steps": 1,
-                 **{f"init_from.{name}": str(full_run) for name in ("mask_vae", "generator", "discriminator")}}
-    _run_two_processes(tmp_path, "ebst", [*common, f"--workdir={tmp_path / 'ebst_two'}",
-                                          *(f"--config.{k}={v}" for k, v in ebst_only.items())], compilation_cache)
-    config = smoke_config(smoke_data_dir)  # the same, in this process on its 8 devices
-    config.update_from_flattened_dict(ebst_only)
-    train.train(config, tmp_path / "ebst_one")
-    names = ["generator", "discriminator", "blender", "mask_vae"]
-    lr = config.phases.ebst.learning_rate
-    # Two updates of G and D per EBST step (stages 1 and 2), each at most lr: noise elements within 4 lr.
-    _assert_close(final_networks(tmp_path / "ebst_one", "ebst", names)[1],
-                  final_networks(tmp_path / "ebst_two", "ebst", names)[1], outliers_per_tensor=0.005,
-                  outlier_bound=4 * lr)
-
-
-def test_sigterm_to_one_of_two_processes_stops_both_with_a_checkpoint(tmp_path, smoke_data_dir, compilation_cache):
-    """Only process 1 gets SIGTERM; both agree on a step (at the next logging step), save and exit 0."""
-    started = _start_two_processes(tmp_path, "run", [
-        "--config=configs/ebst.py:smoke", f"--workdir={tmp_path}", f"--config.data.data_dir={smoke_data_dir}",
-        "--config.phases.maskvae.num_steps=100000", "--config.phases.maskvae.checkpoint_every_steps=1000000"],
-        compilation_cache)
-    events = tmp_path / "tensorboard" / "maskvae"
-    deadline = time.time() + 300
-    while time.time() < deadline and not list(events.glob("events.out.tfevents.*")) and \
-            all(p.poll() is None for p, _ in started):
-        time.sleep(0.5)
-    time.sleep(5)  # let them take a few steps
-    started[1][0].send_signal(signal.SIGTERM)
-    _wait_for_success(started)
-    manager = ckpt.create_manager(tmp_path, "maskvae", ebst.get_config("smoke").checkpoint, 1000000)
-    step = manager.latest_step()
-    log_every = ebst.get_config("smoke").phases.maskvae.log_every_steps
-    assert step is not None and 0 < step < 100000 and step % log_every == 0
