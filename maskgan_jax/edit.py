@@ -73,7 +73,6 @@ MASK_VAE_ITEM = "mask_vae"
 CONFIG_ITEM = "config"
 # Phases whose checkpoints hold the MaskVAE, the most trained first (EBST keeps it frozen).
 MASK_VAE_PHASES = ("ebst", "maskvae")
-DEFAULT_CACHE_DIR = cli.DEFAULT_CACHE_DIR
 
 
 # ----------------------------------------------------------------------------- devices

@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -51,7 +50,7 @@ from PIL import Image
 
 from maskgan_jax import edit as edit_lib
 from maskgan_jax import edit_baselines as baselines
-from maskgan_jax import edit_report, edit_scores, edit_tiers, runtime
+from maskgan_jax import cli, edit_report, edit_scores, edit_tiers, runtime
 from maskgan_jax.edit_baselines import jpeg_round_trip  # parse.held_out_faces imports it from here
 from tfds_celebamask import synthetic
 
@@ -340,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch_size", type=int, default=16, help="edits per compiled generator call")
     parser.add_argument("--dilation", type=int, default=None, help="keep_unedited dilation (pixels)")
     parser.add_argument("--feather", type=int, default=None, help="keep_unedited feather (pixels)")
-    parser.add_argument("--jax_cache_dir", default=edit_lib.DEFAULT_CACHE_DIR,
+    parser.add_argument("--jax_cache_dir", default=cli.DEFAULT_CACHE_DIR,
                         help="persistent compilation cache ('' turns it off)")
     return parser
 
@@ -424,11 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run() -> None:
-    try:
-        sys.exit(main())
-    except (FileNotFoundError, ValueError) as error:
-        print(f"evaluate: error: {error}", file=sys.stderr)
-        sys.exit(2)
+    cli.run("maskgan_jax.evaluate", main)
 
 
 if __name__ == "__main__":
