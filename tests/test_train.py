@@ -315,3 +315,67 @@ def test_sigterm_to_one_of_two_processes_stops_both_with_a_checkpoint(tmp_path, 
     step = manager.latest_step()
     log_every = ebst.get_config("smoke").phases.maskvae.log_every_steps
     assert step is not None and 0 < step < 100000 and step % log_every == 0
+
+
+def test_gs_workdir_trains_and_resumes_from_the_bucket(full_run, tmp_path, smoke_data_dir, compilation_cache,
+                                                      monkeypatch):
+    """A gs:// workdir (a fake bucket: tests/fake_gcs.py) holds the checkpoints, TensorBoard events and
+    grids; a run stopped inside the DMN phase resumes from the bucket to the uninterrupted run's networks,
+    and nothing lands in a local folder named 'gs:'."""
+    from fake_gcs import fake_gcs
+
+    del compilation_cache
+    monkeypatch.chdir(tmp_path)  # where a scheme mistaken for a folder would appear
+    config = smoke_config(smoke_data_dir)
+    config.phases.ebst.num_steps = 0
+    config.phases.parser.num_steps = 0
+    stops = {("dmn", 2)}
+    current = {}
+    original_train_phase = train.train_phase
+
+    def tracking_train_phase(phase, *args, **kwargs):
+        current["phase"] = phase
+        return original_train_phase(phase, *args, **kwargs)
+
+    def requested(self, manager, step, poll_all_processes):
+        del self, manager, poll_all_processes
+        if (current["phase"], step) in stops:
+            stops.remove((current["phase"], step))
+            return True
+        return False
+
+    monkeypatch.setattr(train, "train_phase", tracking_train_phase)
+    monkeypatch.setattr(train.StopRequest, "requested", requested)
+    with fake_gcs(tmp_path / "bucket_root", monkeypatch) as root:
+        first = train.train(config, "gs://bucket/run")
+        assert [(r.phase, r.last_step, r.preempted) for r in first] == [("maskvae", 40, False), ("dmn", 2, True)]
+        second = train.train(config, "gs://bucket/run")
+        assert [(r.phase, r.last_step, r.preempted) for r in second] == [("maskvae", 40, False), ("dmn", 4, False)]
+        for phase, names in (("maskvae", ["mask_vae"]), ("dmn", ["generator", "discriminator"])):
+            step_full, full = final_networks(full_run, phase, names)
+            step_gs, from_bucket = final_networks("gs://bucket/run", phase, names)
+            assert step_full == step_gs
+            assert_trees_equal(full, from_bucket)
+        assert ckpt.read_config("gs://bucket/run", "dmn")["resolution"] == 64
+    run = root / "bucket" / "run"
+    assert (run / "checkpoints" / "dmn" / "4" / "generator").is_dir()
+    assert (run / "checkpoints" / "dmn" / "2" / "generator").is_dir()
+    assert list((run / "tensorboard" / "dmn").glob("events.out.tfevents.*"))
+    assert (run / "images" / "dmn_0000004.png").is_file()
+    assert not list(tmp_path.glob("gs*")), list(tmp_path.iterdir())
+
+
+def test_workdir_on_a_scheme_orbax_cannot_write_fails_before_writing(tmp_path, smoke_data_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"--workdir=s3://bucket/run: orbax writes checkpoints to local folders "
+                                         r"and gs:// only"):
+        train.train(smoke_config(smoke_data_dir), "s3://bucket/run")
+    with pytest.raises(ValueError, match=r"ftp://host/run: no storage backend for ftp://"):
+        train.train(smoke_config(smoke_data_dir), "ftp://host/run")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_phase_directory_keeps_a_gs_workdir_remote():
+    assert os.fspath(ckpt.phase_directory("gs://bucket/run", "dmn")) == "gs://bucket/run/checkpoints/dmn"
+    local = os.path.abspath("relative/run/checkpoints/dmn")
+    assert ckpt.phase_directory("relative/run", "dmn") == ckpt.epath.Path(local)
