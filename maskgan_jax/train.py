@@ -272,7 +272,11 @@ def train(config: ml_collections.ConfigDict, workdir: str | epath.PathLike) -> l
     objective.check_weights(config.loss.weights)
     workdir = paths.as_path(workdir)
     ckpt.check_checkpoint_path(workdir, "--workdir")
-    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except ImportError as e:  # etils.epath without TensorFlow reaches gs:// through gcsfs
+        raise ImportError(f"--workdir={workdir}: no filesystem for {paths.scheme(workdir)}:// paths is installed "
+                          f"({e}); install the [gcs] extra: pip install 'maskgan_jax[gcs]'") from e
     if config.compilation_cache_dir:
         runtime.enable_compilation_cache(paths.join(workdir, config.compilation_cache_dir))
     data_lib.prepare_dataset(config, workdir)

@@ -1,6 +1,7 @@
 """The training loop end to end on the smoke config: outputs, exact resume, the non-finite guard,
 SIGTERM, and a two-process run equal to a one-process run."""
 
+import importlib.util
 import os
 import signal
 import socket
@@ -382,3 +383,21 @@ def test_phase_directory_keeps_a_gs_workdir_remote():
     assert os.fspath(ckpt.phase_directory("gs://bucket/run", "dmn")) == "gs://bucket/run/checkpoints/dmn"
     local = os.path.abspath("relative/run/checkpoints/dmn")
     assert ckpt.phase_directory("relative/run", "dmn") == ckpt.epath.Path(local)
+
+
+def test_gs_workdir_without_a_gcs_filesystem_names_the_extra(tmp_path, smoke_data_dir, monkeypatch):
+    """Without TensorFlow's GCS filesystem (EPATH_USE_TF=false here) epath needs gcsfs for gs://."""
+    if importlib.util.find_spec("gcsfs") is not None:
+        pytest.skip("gcsfs is installed")
+    from etils.epath import gpath
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EPATH_USE_TF", "false")
+    gpath._is_tf_installed.cache_clear()
+    try:
+        with pytest.raises(ImportError, match=r"--workdir=gs://bucket/run: no filesystem for gs:// .*\[gcs\]"):
+            train.train(smoke_config(smoke_data_dir), "gs://bucket/run")
+    finally:
+        monkeypatch.undo()
+        gpath._is_tf_installed.cache_clear()
+    assert list(tmp_path.iterdir()) == []
