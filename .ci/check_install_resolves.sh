@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Checks that `pip install .` (and `.[gcs]`) resolves to binary wheels on platforms that have no
-# TensorFlow wheels (macOS arm64; Linux aarch64, e.g. Grace hosts) and on Linux x86_64.
+# Checks that `pip install .` and its extras resolve to binary wheels, without TensorFlow, on
+# platforms that have no TensorFlow wheels (macOS arm64; Linux aarch64, e.g. Grace hosts) and on
+# Linux x86_64: `.` and `.[gcs]` everywhere, `.[cuda12]`/`.[cuda13]` on Linux, `.[tpu]` on x86_64.
 # Needs PyPI; fetches metadata and builds one tiny pure-Python wheel.
 #   .ci/check_install_resolves.sh [PYTHON]      (default: python3; PY_VERSION=3.11, TARGETS=... to narrow)
 set -euo pipefail
@@ -10,15 +11,23 @@ PY_VERSION=${PY_VERSION:-3.11}
 TARGETS=${TARGETS:-"macos-arm64 linux-aarch64 linux-x86_64"}
 
 # pip expands a macOS tag to the older macOS versions but takes manylinux tags literally: list the
-# glibc 2.17-2.28 manylinux tags wheels are published under.
+# manylinux tags of glibc 2.17 to 2.35 (Ubuntu 22.04, as on TPU VMs and Grace hosts).
 platform_flags() {
     case "$1" in
         macos-arm64) echo "--platform macosx_14_0_arm64" ;;
         linux-*)
             local arch=${1#linux-} flags="--platform manylinux2014_${1#linux-}"
-            for minor in $(seq 17 28); do flags="$flags --platform manylinux_2_${minor}_${arch}"; done
+            for minor in $(seq 17 35); do flags="$flags --platform manylinux_2_${minor}_${arch}"; done
             echo "$flags" ;;
         *) echo "unknown target $1" >&2; exit 2 ;;
+    esac
+}
+
+requirements() {
+    case "$1" in
+        macos-arm64) echo ". .[gcs]" ;;
+        linux-aarch64) echo ". .[gcs] .[cuda12] .[cuda13]" ;;
+        linux-x86_64) echo ". .[gcs] .[cuda12] .[cuda13] .[tpu]" ;;
     esac
 }
 
@@ -29,7 +38,7 @@ trap 'rm -rf "$wheels"' EXIT
 "$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$wheels" "promise>=2.3"
 status=0
 for target in $TARGETS; do
-    for requirement in "." ".[gcs]"; do
+    for requirement in $(requirements "$target"); do
         # shellcheck disable=SC2046  # the flags are meant to split
         if "$PYTHON" -m pip install --dry-run --ignore-installed --find-links "$wheels" --only-binary=:all: \
             $(platform_flags "$target") --python-version "$PY_VERSION" --implementation cp \
