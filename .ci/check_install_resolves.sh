@@ -43,8 +43,12 @@ for target in $TARGETS; do
         if "$PYTHON" -m pip install --dry-run --ignore-installed --find-links "$wheels" --only-binary=:all: \
             $(platform_flags "$target") --python-version "$PY_VERSION" --implementation cp \
             "$requirement" > "$wheels/log" 2>&1; then
-            echo "resolves: $requirement on $target (Python $PY_VERSION): $(grep -c '^ ' "$wheels/log" || true) lines"
-            grep -q -i "tensorflow-cpu\|tensorflow-[0-9]" "$wheels/log" && { echo "  but pulls TensorFlow"; status=1; }
+            would=$(grep "^Would install" "$wheels/log" | cut -d' ' -f3-)
+            echo "resolves: $requirement on $target (Python $PY_VERSION): $(echo "$would" | wc -w) packages," \
+                "$(echo "$would" | tr ' ' '\n' | grep -E '^(jax|jaxlib|jax-cuda[0-9]+-plugin|libtpu)-[0-9]' | tr '\n' ' ')"
+            if echo "$would" | tr ' ' '\n' | grep -q -E '^tensorflow(-cpu)?-[0-9]'; then
+                echo "  but pulls TensorFlow"; status=1
+            fi
         else
             echo "DOES NOT RESOLVE: $requirement on $target (Python $PY_VERSION)"
             grep -v "^WARNING" "$wheels/log" | tail -20
