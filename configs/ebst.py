@@ -71,6 +71,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # constructor fields (defaults: the reference sizes).
     config.model = ml_collections.ConfigDict(dict(
         compute_dtype="float32",  # or "bfloat16": float32 parameters and norm statistics either way
+        # How the layers compute the same maths (maskgan_jax.ops): "auto" takes the XLA:CPU forms with
+        # custom VJPs ("fast") on the CPU backend and plain lax ("plain") on GPUs and TPUs.
+        layer_forms="auto",
         # encoder_init: "he", or "reference" (N(0, 0.02)): see DenseMappingNetwork.encoder_init.
         generator=dict(name="dense_mapping_network", ngf=64, n_downsample=4, n_blocks=4,
                        encoder_widths=(16, 32, 64), n_encoder_deep=3, encoder_init="he"),

@@ -6,30 +6,55 @@ data, config}. Saves are asynchronous; Orbax writes each step into a temporary d
 it when complete, so a run that dies mid-save leaves the previous checkpoint as the latest. Restores
 always go against abstract targets that carry the current shardings, so a checkpoint written on 8
 devices restores onto 1 and vice versa.
+
+Where checkpoints can live: a local (or mounted) folder, or gs://. Orbax writes its metadata through
+etils.epath but the arrays through TensorStore, whose only object-store driver orbax selects is GCS;
+any other scheme (s3://, az://, ...) would reach TensorStore's file driver as a relative local path,
+so `check_checkpoint_path` refuses those before anything is written.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import os
 from typing import Any
 
 import grain
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from etils import epath
 from orbax.checkpoint import checkpoint_managers
+
+from maskgan_jax import paths
 
 PROGRESS = "progress"
 DATA = "data"
 CONFIG = "config"
 
 
-def phase_directory(workdir: str | Path, phase: str) -> Path:
-    return Path(workdir).absolute() / "checkpoints" / phase
+# URI schemes orbax can write checkpoints to (see the module docstring); local paths always work.
+CHECKPOINT_SCHEMES = ("gs",)
 
 
-def create_manager(workdir: str | Path, phase: str, checkpoint_config: ml_collections.ConfigDict,
+def check_checkpoint_path(path: str | os.PathLike, what: str) -> None:
+    """Raises ValueError naming `what` (e.g. '--workdir') when orbax cannot write checkpoints at `path`."""
+    scheme = paths.scheme(path)
+    if scheme is not None and scheme not in CHECKPOINT_SCHEMES:
+        raise ValueError(
+            f"{what}={os.fspath(path)}: orbax writes checkpoints to local folders and "
+            f"{', '.join(s + '://' for s in CHECKPOINT_SCHEMES)} only (its array data goes through TensorStore, "
+            f"which would write {scheme}:// paths into a local folder named '{scheme}:'); use a gs:// bucket or a "
+            f"mounted filesystem")
+
+
+def phase_directory(workdir: str | os.PathLike, phase: str) -> epath.Path:
+    """<workdir>/checkpoints/<phase>, local (made absolute) or gs://."""
+    check_checkpoint_path(workdir, "workdir")
+    return paths.as_path(workdir) / "checkpoints" / phase
+
+
+def create_manager(workdir: str | os.PathLike, phase: str, checkpoint_config: ml_collections.ConfigDict,
                    every_steps: int) -> ocp.CheckpointManager:
     """The phase's manager: saves every `every_steps` (forced saves at the end and on preemption),
     keeps the last `keep_last` and every `keep_every_steps`-th step (0: none)."""
@@ -71,10 +96,11 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_networks: dict[s
     return {name: restored[name] for name in abstract_networks}, restored[PROGRESS]
 
 
-def find_latest(path: str | Path, phase_hint: str | None = None) -> tuple[Path, int]:
-    """Locates a checkpoint: `path` is a workdir (its `checkpoints/<phase_hint>`), a phase directory,
-    or a step directory. Returns (phase directory, step)."""
-    path = Path(path).absolute()
+def find_latest(path: str | os.PathLike, phase_hint: str | None = None) -> tuple[epath.Path, int]:
+    """Locates a checkpoint: `path` (local or gs://) is a workdir (its `checkpoints/<phase_hint>`), a phase
+    directory, or a step directory. Returns (phase directory, step)."""
+    check_checkpoint_path(path, "checkpoint path")
+    path = paths.as_path(path)
     candidates = [path]
     if phase_hint:
         candidates.insert(0, phase_directory(path, phase_hint))
@@ -90,7 +116,7 @@ def find_latest(path: str | Path, phase_hint: str | None = None) -> tuple[Path, 
                             f"directory with step subdirectories{hint})")
 
 
-def restore_network(path: str | Path, name: str, abstract_state: Any, phase_hint: str | None = None) -> Any:
+def restore_network(path: str | os.PathLike, name: str, abstract_state: Any, phase_hint: str | None = None) -> Any:
     """Restores one network's item (e.g. 'generator') from the latest checkpoint at `path`, and nothing
     else (no optimiser state of other networks, no data iterator). `abstract_state` is the target pytree
     of ShapeDtypeStructs with shardings, a dict holding a subset of the item's top-level entries
@@ -109,7 +135,7 @@ def restore_network(path: str | Path, name: str, abstract_state: Any, phase_hint
         handler.close()
 
 
-def read_config(path: str | Path, phase_hint: str | None = None) -> dict[str, Any]:
+def read_config(path: str | os.PathLike, phase_hint: str | None = None) -> dict[str, Any]:
     """The config JSON stored with the latest checkpoint at `path`."""
     directory, step = find_latest(path, phase_hint)
     config_file = directory / str(step) / CONFIG / "metadata"

@@ -41,3 +41,17 @@ def as_path(path: str | os.PathLike) -> epath.Path:
         raise ValueError(
             f"{text}: no storage backend for {match.group(1)}:// paths; etils.epath knows {known}"
         ) from None
+
+
+def join(base: str | os.PathLike, path: str | os.PathLike) -> epath.Path:
+    """`path` under `base` when it is relative; an absolute path or a URI stands on its own."""
+    text = os.fspath(path)
+    if is_remote(text) or os.path.isabs(os.path.expanduser(text)):
+        return as_path(text)
+    return as_path(base) / text
+
+
+def scheme(path: str | os.PathLike) -> str | None:
+    """The URI scheme of `path` ('gs', 's3', ...), or None for a local path."""
+    match = _URI.match(os.fspath(path))
+    return match.group(1) if match else None

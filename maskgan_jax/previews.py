@@ -9,7 +9,8 @@ Rows: the first examples of the batch. Columns by phase:
 
 from __future__ import annotations
 
-from pathlib import Path
+import io
+import os
 from collections.abc import Callable
 
 import jax
@@ -18,6 +19,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
+from maskgan_jax import ops, paths
 from maskgan_jax import sharding as sharding_lib
 from maskgan_jax import steps as steps_lib
 from maskgan_jax.models import one_hot_mask
@@ -46,7 +48,7 @@ def tile(columns: list[jax.Array]) -> jax.Array:
 
 def make_preview_fn(phase: str, networks: Networks, config: ml_collections.ConfigDict, mesh
                     ) -> Callable[[dict, dict], jax.Array]:
-    """A jitted fn(states, batch) -> (R*H, C*W, 3) uint8 grid, replicated."""
+    """A jitted fn(states, batch) -> (R*H, C*W, 3) uint8 grid, replicated (layers in config.model.layer_forms)."""
 
     def preview(states, batch):
         rows = min(MAX_ROWS, batch["mask"].shape[0])
@@ -75,10 +77,13 @@ def make_preview_fn(phase: str, networks: Networks, config: ml_collections.Confi
                         to_uint8(blend)]
         return tile(columns)
 
-    return jax.jit(preview, out_shardings=sharding_lib.replicated(mesh))
+    return jax.jit(ops.traced_in(config.model.layer_forms, preview), out_shardings=sharding_lib.replicated(mesh))
 
 
-def save_png(grid: np.ndarray, path: Path) -> None:
-    """Writes a uint8 (H, W, 3) grid as PNG, creating the folder."""
+def save_png(grid: np.ndarray, path: str | os.PathLike) -> None:
+    """Writes a uint8 (H, W, 3) grid as PNG at `path` (local or any etils.epath URI), creating the folder."""
+    path = paths.as_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.asarray(grid, np.uint8)).save(path)
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(grid, np.uint8)).save(buffer, format="PNG")
+    path.write_bytes(buffer.getvalue())

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-from pathlib import Path
 
 import jax
 from absl import logging
+from etils import epath
+
+from maskgan_jax import paths
 
 # This jaxlib routes XLA:CPU convolutions to YNNPACK by default, 3-5x slower on the few-channel
 # convs of these networks and with fp32 gradients 1e-2 off float64; keeping YNNPACK for matmuls only
@@ -71,15 +73,17 @@ def setup(cpu_flags: bool = True) -> None:
     os.environ["XLA_FLAGS"] = flags
 
 
-def enable_compilation_cache(cache_dir: str | Path | None) -> Path | None:
+def enable_compilation_cache(cache_dir: str | os.PathLike | None) -> epath.Path | None:
     """Turns on JAX's persistent compilation cache in `cache_dir` (None or '': leaves it off).
 
-    Every compiled program is stored, however fast it compiled, so a restart with the same shapes
-    skips compilation. Returns the directory used.
+    `cache_dir` is a local folder or any URI etils.epath can write (gs://): JAX reads and writes its
+    cache through epath (remote caches are not size-limited). Every compiled program is stored,
+    however fast it compiled, so a restart with the same shapes skips compilation. Returns the
+    directory used.
     """
     if not cache_dir:
         return None
-    path = Path(cache_dir).expanduser().absolute()
+    path = paths.as_path(cache_dir)
     path.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

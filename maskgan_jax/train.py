@@ -12,18 +12,18 @@ from __future__ import annotations
 import dataclasses
 import signal
 import threading
-from pathlib import Path
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
 from absl import logging
-from clu import metric_writers, parameter_overview, periodic_actions
+from clu import parameter_overview
+from etils import epath
 
 from maskgan_jax import checkpoint as ckpt
 from maskgan_jax import data as data_lib
-from maskgan_jax import input_pipeline, objective, previews, runtime
+from maskgan_jax import input_pipeline, objective, ops, paths, previews, runtime, writers
 from maskgan_jax import sharding as sharding_lib
 from maskgan_jax import state as state_lib
 from maskgan_jax import steps as steps_lib
@@ -93,7 +93,7 @@ def _vgg_params(config: ml_collections.ConfigDict, mesh) -> Any:
     return jax.device_put(params, sharding_lib.replicated(mesh))
 
 
-def _source(name: str, phase: str, config: ml_collections.ConfigDict, workdir: Path) -> str | Path | None:
+def _source(name: str, phase: str, config: ml_collections.ConfigDict, workdir: epath.Path) -> str | epath.Path | None:
     """Where network `name` starts from in `phase`: config.init_from, else the workdir's checkpoint of the
     phase that trains it (when that is an earlier phase), else nowhere (fresh)."""
     if config.init_from.get(name) is not None:
@@ -117,7 +117,7 @@ def fresh_states(phase: str, networks, config, txs: dict[str, Any], mesh) -> tup
     return states, shardings
 
 
-def initial_states(phase: str, networks, config, workdir: Path, txs: dict[str, Any], mesh):
+def initial_states(phase: str, networks, config, workdir: epath.Path, txs: dict[str, Any], mesh):
     """The phase's starting states and their shardings: `fresh_states`, with parameters (and BatchNorm
     statistics) from `_source` where it names one; optimiser states always start fresh."""
     states, shardings = fresh_states(phase, networks, config, txs, mesh)
@@ -136,13 +136,15 @@ def initial_states(phase: str, networks, config, workdir: Path, txs: dict[str, A
 
 
 def compile_steps(phase: str, networks, config, txs, state_shardings, guard_sharding, mesh):
-    """The phase's jitted steps (stage 1 and 2 for EBST), sharded and donating the state."""
+    """The phase's jitted steps (stage 1 and 2 for EBST), sharded and donating the state, traced in
+    config.model.layer_forms."""
     batch = sharding_lib.batch_sharding(mesh)
     batch_shardings = {"image": batch, "mask": batch, "mask_ref": batch}
     rep = sharding_lib.replicated(mesh)
 
     def jit(step_fn):
-        return jax.jit(step_fn, in_shardings=(state_shardings, guard_sharding, batch_shardings, rep, rep),
+        traced = ops.traced_in(config.model.layer_forms, step_fn)
+        return jax.jit(traced, in_shardings=(state_shardings, guard_sharding, batch_shardings, rep, rep),
                        out_shardings=(state_shardings, guard_sharding, rep), donate_argnums=(0, 1))
 
     if phase == "maskvae":
@@ -174,7 +176,7 @@ def _check_guard(guard: steps_lib.Guard, stage_metric_names: list[list[str]], ph
         f"checkpoint is step {latest} in {ckpt.phase_directory(manager.directory.parent.parent, phase)}.")
 
 
-def train_phase(phase: str, config: ml_collections.ConfigDict, workdir: Path, mesh, networks,
+def train_phase(phase: str, config: ml_collections.ConfigDict, workdir: epath.Path, mesh, networks,
                 vgg_params, stop: StopRequest) -> PhaseResult:
     """Runs (or resumes) one phase to its last step, or until a stop request."""
     phase_config = config.phases[phase]
@@ -200,16 +202,15 @@ def train_phase(phase: str, config: ml_collections.ConfigDict, workdir: Path, me
         logging.info("phase %s: resumed at step %d", phase, start)
 
     is_lead = jax.process_index() == 0
-    writer = metric_writers.create_default_writer(str(workdir / "tensorboard" / phase), just_logging=not is_lead)
+    writer = writers.create_writer(workdir / "tensorboard" / phase if is_lead else None)
     if start == 0:
         for name, s in states.items():
             parameter_overview.log_parameter_overview(s.params, msg=f"phase {phase}: {name}")
         writer.write_hparams(_flatten_config(config))
-    hooks = [periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
-                                             every_steps=phase_config.log_every_steps)]
+    hooks = [writers.ProgressReporter(writer, num_steps, phase_config.log_every_steps, start)]
     if config.profile_steps and is_lead:
-        hooks.append(periodic_actions.Profile(num_profile_steps=config.profile_steps,
-                                              logdir=str(workdir / "profile" / phase), first_profile=start + 10))
+        hooks.append(writers.TraceSteps(workdir / "profile" / phase, first_step=start + 10,
+                                        num_steps=config.profile_steps))
     step_fns = compile_steps(phase, networks, config, txs, state_shardings, guard_sharding, mesh)
     preview_fn = previews.make_preview_fn(phase, networks, config, mesh)
 
@@ -231,9 +232,11 @@ def train_phase(phase: str, config: ml_collections.ConfigDict, workdir: Path, me
                 _check_guard(guard, stage_metric_names, phase, manager)
                 host_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 writer.write_scalars(done, host_metrics)
+                writer.flush()
             if done % phase_config.image_every_steps == 0 or is_last:
                 grid = np.asarray(jax.device_get(preview_fn(states, batch)))
                 writer.write_images(done, {f"{phase}/grid": grid[None]})
+                writer.flush()
                 if is_lead:
                     previews.save_png(grid, workdir / "images" / f"{phase}_{done:07d}.png")
             preempted = stop.requested(manager, done, poll_all_processes=done % phase_config.log_every_steps == 0)
@@ -245,7 +248,7 @@ def train_phase(phase: str, config: ml_collections.ConfigDict, workdir: Path, me
                 break
     finally:
         ckpt.wait(manager)
-    writer.flush()
+        writer.close()
     return PhaseResult(phase, step + 1 if num_steps > start else start, preempted, host_metrics)
 
 
@@ -260,14 +263,22 @@ def _flatten_config(config: ml_collections.ConfigDict, prefix: str = "") -> dict
     return flat
 
 
-def train(config: ml_collections.ConfigDict, workdir: str | Path) -> list[PhaseResult]:
+def train(config: ml_collections.ConfigDict, workdir: str | epath.PathLike) -> list[PhaseResult]:
     """Runs every phase with num_steps > 0, in order. Returns each phase's result; stops early (and
-    returns) when a stop was requested, after saving."""
+    returns) when a stop was requested, after saving.
+
+    workdir: a local folder or a gs:// URI (see `checkpoint.phase_directory` for what orbax can write).
+    """
     objective.check_weights(config.loss.weights)
-    workdir = Path(workdir).absolute()
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = paths.as_path(workdir)
+    ckpt.check_checkpoint_path(workdir, "--workdir")
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except ImportError as e:  # etils.epath without TensorFlow reaches gs:// through gcsfs
+        raise ImportError(f"--workdir={workdir}: no filesystem for {paths.scheme(workdir)}:// paths is installed "
+                          f"({e}); install the [gcs] extra: pip install 'maskgan_jax[gcs]'") from e
     if config.compilation_cache_dir:
-        runtime.enable_compilation_cache(workdir / config.compilation_cache_dir)
+        runtime.enable_compilation_cache(paths.join(workdir, config.compilation_cache_dir))
     data_lib.prepare_dataset(config, workdir)
     mesh = sharding_lib.create_mesh(config.mesh)
     if config.data.global_batch_size % mesh.size:

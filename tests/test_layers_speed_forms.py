@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from maskgan_jax import ops
 from maskgan_jax.models import DenseMappingNetwork, layers, one_hot_mask
 
 DN = ("NHWC", "HWIO", "NHWC")
@@ -34,7 +35,7 @@ def _ref_instance_norm(x):
 
 
 # name -> (layer function under test, float64 reference, x shape, second-argument shape).
-# The comments name the code path the shapes select (see maskgan_jax.models.layers).
+# The comments name the code path the shapes select (see maskgan_jax.ops.cpu).
 CASES = {
     # 3x3 stride 1, 12 pixels <= 2 * 16 input channels: GEMM + col2im input gradient; 12 pixels < 20
     # output channels: im2col GEMM kernel gradient.
@@ -66,11 +67,11 @@ CASES = {
                       lambda x, s: _ref_instance_norm(x) * s, (2, 5, 6, 4), (4,)),
     "adain": (lambda x, p: layers.adain(x, p[:2], p[2:]),
               lambda x, p: _ref_instance_norm(x) * p[:2, None, None] + p[2:, None, None], (2, 5, 6, 3), (4, 3)),
-    "channel_bias": (layers.add_channel_bias, lambda x, b: x + b, (2, 5, 6, 4), (4,)),
+    "channel_bias": (ops.add_channel_bias, lambda x, b: x + b, (2, 5, 6, 4), (4,)),
     # From 2^20 elements the per-channel sums run as a GEMM with rows of ones.
     "instance_norm_large_map": (lambda x, s: layers.instance_norm(x).astype(jnp.float32) * s.astype(jnp.float32),
                                 lambda x, s: _ref_instance_norm(x) * s, (2, 128, 64, 64), (64,)),
-    "channel_bias_large_map": (layers.add_channel_bias, lambda x, b: x + b, (2, 128, 64, 64), (64,)),
+    "channel_bias_large_map": (ops.add_channel_bias, lambda x, b: x + b, (2, 128, 64, 64), (64,)),
 }
 
 
@@ -93,7 +94,7 @@ def _fast_and_plain(name, dtype=jnp.float32):
     x, k = _case_arrays(name)
     results = {}
     for forms in ("fast", "plain"):
-        with layers.layer_forms(forms):
+        with ops.layer_forms(forms):
             # A fresh function per form: the forms are read when JAX traces.
             step = jax.jit(lambda a, b: _value_and_vjp(fn, a, b))
             results[forms] = step(jnp.asarray(x, dtype), jnp.asarray(k, dtype))
@@ -141,7 +142,7 @@ def test_fast_form_bfloat16_gradients(name):
 
 def test_spatial_sums_are_per_sample_and_channel():
     x = np.random.default_rng(0).normal(size=(3, 4, 5, 6))
-    got = layers.spatial_sums(jnp.asarray(x, jnp.float32))
+    got = ops.spatial_sums(jnp.asarray(x, jnp.float32))
     np.testing.assert_allclose(np.asarray(got), x.sum(axis=(1, 2)), atol=1e-5)
 
 
@@ -158,14 +159,14 @@ def test_conv2d_module_is_a_drop_in_for_nn_conv():
 
 
 def test_layer_forms_selects_and_restores():
-    assert layers.current_layer_forms() == "fast"
-    with layers.layer_forms("stock"):
-        assert layers.current_layer_forms() == "stock"
-        with layers.layer_forms("plain"):
-            assert layers.current_layer_forms() == "plain"
-        assert layers.current_layer_forms() == "stock"
-    assert layers.current_layer_forms() == "fast"
-    with pytest.raises(ValueError, match="unknown forms 'quick'"), layers.layer_forms("quick"):
+    assert ops.current_layer_forms() == "fast"
+    with ops.layer_forms("stock"):
+        assert ops.current_layer_forms() == "stock"
+        with ops.layer_forms("plain"):
+            assert ops.current_layer_forms() == "plain"
+        assert ops.current_layer_forms() == "stock"
+    assert ops.current_layer_forms() == "fast"
+    with pytest.raises(ValueError, match="unknown forms 'quick'"), ops.layer_forms("quick"):
         pass
 
 
@@ -173,7 +174,7 @@ def test_stock_transposed_conv_equals_phase_form():
     x, k = _case_arrays("upsample_many_pixels")
     outputs = []
     for forms in ("stock", "plain", "fast"):
-        with layers.layer_forms(forms):
+        with ops.layer_forms(forms):
             outputs.append(_value_and_vjp(lambda a, b: layers.upsample_conv_transpose(a, b),
                                           jnp.asarray(x, jnp.float32), jnp.asarray(k, jnp.float32)))
     for other in outputs[1:]:
@@ -215,7 +216,7 @@ def dmn_loss_and_grads():
     results = {}
     for forms, dtype in (("fast", jnp.float32), ("plain", jnp.float32), ("fast", jnp.bfloat16)):
         loss, params = _small_dmn_problem(dtype)
-        with layers.layer_forms(forms):
+        with ops.layer_forms(forms):
             results[forms, jnp.dtype(dtype).name] = jax.jit(jax.value_and_grad(loss))(params)
     return results
 
@@ -247,3 +248,15 @@ def test_dmn_bfloat16_gradients_follow_float32(dmn_loss_and_grads):
     # bfloat16 rounding alone turns this small network's gradient by ~1.2e-2 (cosine 0.981-0.993 over
     # four seeds, in the plain and the fast forms alike, within 2e-3 of each other).
     assert cosine > 0.975, f"bfloat16 gradient direction differs from float32: cosine {cosine:.4f}"
+
+
+def test_traced_in_fixes_the_forms_at_trace_time():
+    """config.model.layer_forms reaches the steps through ops.traced_in: the fast forms trace custom VJPs,
+    the plain ones none; "auto" is the fast forms on this CPU backend."""
+    x, k = jnp.ones((1, 4, 4, 3)), jnp.ones((3, 3, 3, 4))
+    conv = lambda x, k: ops.conv2d(x, k, padding=1)
+    traced = {forms: str(jax.make_jaxpr(ops.traced_in(forms, conv))(x, k)) for forms in ops.FORMS}
+    assert "custom_vjp" in traced["fast"] and "custom_vjp" not in traced["plain"]
+    assert traced["auto"] == traced["fast"] and ops.resolve("auto") == "fast"
+    with pytest.raises(ValueError, match=r"unknown forms 'quick', expected one of \('auto', 'fast'"):
+        ops.traced_in("quick", conv)

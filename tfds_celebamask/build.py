@@ -17,6 +17,7 @@ from absl import flags
 from etils import epath
 import tensorflow_datasets as tfds
 
+from maskgan_jax import paths  # a leaf module: one reading of user paths (local absolute, URIs kept)
 from tfds_celebamask.celebamask_hq import celebamask_hq_dataset_builder as celebamask_hq  # registers it
 
 
@@ -27,12 +28,12 @@ def build(config: str, manual_dir: epath.PathLike, data_dir: epath.PathLike, ove
     failed build leaves no prepared dataset behind (TFDS writes to a temporary folder and renames
     it only on success).
     """
-    builder = celebamask_hq.Builder(config=config, data_dir=epath.Path(data_dir))
+    builder = celebamask_hq.Builder(config=config, data_dir=paths.as_path(data_dir))
     mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite
             else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(
-            manual_dir=epath.Path(manual_dir),
+            manual_dir=paths.as_path(manual_dir),
             download_mode=mode,
             # Statistics are computed with TensorFlow; the split sizes are recorded anyway.
             compute_stats=tfds.download.ComputeStatsMode.SKIP,
@@ -61,7 +62,7 @@ def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     values = flags.FLAGS
-    existing = celebamask_hq.Builder(config=values.config, data_dir=values.data_dir)
+    existing = celebamask_hq.Builder(config=values.config, data_dir=paths.as_path(values.data_dir))
     reused = not values.overwrite and existing.is_prepared()
     builder = build(values.config, values.manual_dir, values.data_dir, overwrite=values.overwrite)
     verb = "Already prepared (pass --overwrite to rebuild):" if reused else "Wrote"

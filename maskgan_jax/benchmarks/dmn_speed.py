@@ -11,7 +11,7 @@ measured in the same run, next to a PyTorch baseline.
   Every timed round also times the matmul once, so the two rates see the same machine load.
 - GFLOP: XLA's cost analysis of the compiled function (`compiled.cost_analysis()["flops"]`); the
   PyTorch rows use the FLOPs of the first JAX variant timed (the forms differ by <1% in FLOPs).
-- variants (`maskgan_jax.models.layers.layer_forms`): "fast" (default, the shipped forms),
+- variants (`maskgan_jax.ops.layer_forms`): "fast" (default, the shipped forms),
   "plain" (lax convs and reductions with JAX autodiff, transposed conv by output phases) and
   "stock" (plain, with the transposed conv as XLA's lhs-dilated conv, as flax nn.ConvTranspose
   runs it). stock and plain are slow on XLA:CPU: at 512 each fwd+bwd call can take a minute.
@@ -45,7 +45,7 @@ import numpy as np
 from maskgan_jax import runtime
 from maskgan_jax.benchmarks.common import cost_gflop, matmul_function, time_once
 from maskgan_jax.models import one_hot_mask, registry
-from maskgan_jax.models.layers import LAYER_FORMS, layer_forms
+from maskgan_jax.ops import LAYER_FORMS, layer_forms
 from tfds_celebamask.labels import NUM_CLASSES
 
 # glibc malloc: back large buffers with huge pages and keep freed memory in the heap, so that the
