@@ -6,12 +6,12 @@ Records and verdicts as maskgan_jax.edit_scores and maskgan_jax.edit_tiers make 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
-from maskgan_jax import edit_scores, mask_io
+from maskgan_jax import edit_scores, mask_io, paths
 
 JSON_FILE, MARKDOWN_FILE, EXAMPLES_FILE = "edit_benchmark.json", "edit_benchmark.md", "edit_benchmark_examples.png"
 
@@ -73,10 +73,10 @@ def examples_figure(examples: Sequence, results: dict[str, np.ndarray]) -> np.nd
     return np.concatenate(rows, axis=0)
 
 
-def write_outputs(out: str | Path, records: list[dict], verdicts: list[dict], examples: Sequence,
+def write_outputs(out: str | os.PathLike, records: list[dict], verdicts: list[dict], examples: Sequence,
                   figure_rows: dict[str, np.ndarray], markdown: str) -> None:
     """Writes the JSON, the Markdown and the examples figure into `out`."""
-    out = Path(out)
+    out = paths.as_path(out)  # local or remote (gs://)
     out.mkdir(parents=True, exist_ok=True)
     (out / JSON_FILE).write_text(json.dumps({"records": records, "verdicts": verdicts}, indent=1) + "\n")
     (out / MARKDOWN_FILE).write_text(markdown + "\n")

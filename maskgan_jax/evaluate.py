@@ -41,16 +41,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import os
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from maskgan_jax import edit as edit_lib
 from maskgan_jax import edit_baselines as baselines
-from maskgan_jax import cli, edit_report, edit_scores, edit_tiers, runtime
+from maskgan_jax import cli, edit_report, edit_scores, edit_tiers, paths, runtime
 from maskgan_jax.edit_baselines import jpeg_round_trip  # parse.held_out_faces imports it from here
 from tfds_celebamask import synthetic
 
@@ -261,7 +261,7 @@ def parse_checkpoints(text: str) -> dict[str, str]:
     return named
 
 
-def workdir_checkpoints(workdir: str | Path) -> dict[str, tuple[str, str]]:
+def workdir_checkpoints(workdir: str | os.PathLike) -> dict[str, tuple[str, str]]:
     """The phases of a workdir that hold a generator, oldest first (dmn, then ebst: the ablation's
     order): name -> (workdir, phase)."""
     return {phase: (str(workdir), phase) for phase in reversed(edit_lib.workdir_phases(workdir))}
@@ -388,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         skipped.append("mask following skipped: no --parser and no --workdir")
     features = None
-    inception_path = Path(args.inception).expanduser() if args.inception else None
+    inception_path = paths.as_path(args.inception) if args.inception else None
     if inception_path is not None and inception_path.is_file():
         from maskgan_jax.models import inception
 
@@ -418,7 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           edit_tiers.format_verdicts(verdicts), "", f"Benchmark run time: {elapsed:.1f} s"])
     edit_report.write_outputs(out, records, verdicts, examples, figure_rows, markdown)
     print(markdown)
-    print(f"Wrote {Path(out) / JSON_FILE}, {MARKDOWN_FILE} and {EXAMPLES_FILE}; run time {elapsed:.1f} s")
+    print(f"Wrote {paths.as_path(out) / JSON_FILE}, {MARKDOWN_FILE} and {EXAMPLES_FILE}; run time {elapsed:.1f} s")
     return 0
 
 

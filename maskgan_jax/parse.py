@@ -29,22 +29,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 from etils import epath
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from PIL import Image
 
-from maskgan_jax import checkpoint as checkpoint_lib
-from maskgan_jax import cli, framing, mask_io, metrics, runtime
+from maskgan_jax import cli, framing, mask_io, metrics, paths, runtime
+from maskgan_jax import edit as edit_lib
 from maskgan_jax.edit import editing_mesh
 from maskgan_jax.models import registry
 from maskgan_jax.sharding import DATA_AXIS
@@ -61,26 +59,20 @@ FORMATS = ("ids", "palette")
 # ----------------------------------------------------------------------------- loading the parser
 
 
-def find_parser_checkpoint(path: str | Path) -> Path:
-    """The step directory holding the parser: `path` is a workdir (its checkpoints/parser), a phase
-    directory (its latest finished step) or a step directory.
+def find_parser_checkpoint(path: str | os.PathLike) -> epath.Path:
+    """The step directory holding the parser: `path` (local or any etils.epath path, e.g. gs://) is a
+    workdir (its checkpoints/parser), a phase directory (its latest finished step), a step directory or
+    an export (maskgan_jax.export).
 
     Raises:
       FileNotFoundError: no such directory, no finished checkpoint, or one without a parser item.
     """
-    path = Path(path).expanduser().absolute()
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such checkpoint, phase or workdir directory")
-    if (path / "checkpoints").is_dir() and not checkpoint_lib.phase_directory(path, PARSER_PHASE).is_dir():
-        present = sorted(p.name for p in (path / "checkpoints").iterdir() if p.is_dir())
-        raise FileNotFoundError(f"{path}: no checkpoints/{PARSER_PHASE} (found phases {present}); train the parser "
-                                f"phase (config.phases.parser.num_steps > 0)")
-    directory, step = checkpoint_lib.find_latest(path, PARSER_PHASE)
-    step_dir = directory / str(step)
-    if not (step_dir / PARSER_ITEM).is_dir():
-        present = sorted(p.name for p in step_dir.iterdir() if p.is_dir())
-        raise FileNotFoundError(f"{step_dir}: checkpoint has no {PARSER_ITEM!r} item (it has {present})")
-    return step_dir
+    try:
+        return edit_lib.find_item(path, PARSER_ITEM, (PARSER_PHASE,))
+    except FileNotFoundError as error:
+        if "checkpoints/{" in str(error):
+            raise FileNotFoundError(f"{error}; train the parser phase (config.phases.parser.num_steps > 0)") from None
+        raise
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,45 +87,23 @@ class LoadedParser:
     params: Any
     resolution: int
     config: ml_collections.ConfigDict
-    step_dir: Path
+    step_dir: epath.Path
     mesh: Mesh
 
 
-def _check_stored_params(item_dir: Path, stored: Any, expected: Any) -> None:
-    """The stored parser's parameter names and shapes (orbax metadata) against the config's network."""
-    if not hasattr(stored, "keys") or "params" not in stored:
-        raise ValueError(f"{item_dir}: the parser item holds no 'params' (is this a NetState checkpoint?)")
-    stored_shapes = {k: tuple(v.shape) for k, v in flax.traverse_util.flatten_dict(dict(stored["params"])).items()}
-    expected_shapes = {k: tuple(v.shape) for k, v in flax.traverse_util.flatten_dict(expected).items()}
-    for key in sorted(set(stored_shapes) | set(expected_shapes)):
-        want, have = expected_shapes.get(key), stored_shapes.get(key)
-        if want != have:
-            raise ValueError(f"{item_dir}: parameter {'/'.join(key)} is {have} in the checkpoint but the stored "
-                             f"config's parser expects {want}; the checkpoint and its config do not match")
-
-
-def load_parser(path: str | Path, mesh: Mesh | None = None, compute_dtype: str = "float32") -> LoadedParser:
+def load_parser(path: str | os.PathLike, mesh: Mesh | None = None, compute_dtype: str = "float32") -> LoadedParser:
     """Reads only the parser's params from a checkpoint (see find_parser_checkpoint), replicated over
     `mesh` (None: all local devices); `compute_dtype` 'float32' or 'bfloat16' (params stay float32)."""
     step_dir = find_parser_checkpoint(path)
-    config = ml_collections.ConfigDict(checkpoint_lib.read_config(step_dir))
-    resolution = int(config.resolution)
+    config = edit_lib.read_run_config(step_dir)
     module = registry.build_network(config, "parser", dtype=compute_dtype)
     mesh = mesh or editing_mesh()
     replicated = NamedSharding(mesh, PartitionSpec())
     shapes = jax.eval_shape(lambda: registry.init_variables(config, "parser", module, jax.random.key(0)))["params"]
     target = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), shapes)
-    item_dir = epath.Path(step_dir / PARSER_ITEM)
-    item = {"params": target}
-    handler = ocp.PyTreeCheckpointHandler()
-    try:
-        _check_stored_params(item_dir, handler.metadata(item_dir), target)
-        # partial_restore reads the params subtree only: the optimiser state is never loaded.
-        restored = handler.restore(item_dir, args=ocp.args.PyTreeRestore(
-            item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True))
-    finally:
-        handler.close()
-    return LoadedParser(module=module, params=restored["params"], resolution=resolution, config=config,
+    # Only the params subtree is read: the optimiser state is never loaded.
+    restored = edit_lib.restore_item(step_dir / PARSER_ITEM, {"params": target}, "parser")
+    return LoadedParser(module=module, params=restored["params"], resolution=int(config.resolution), config=config,
                         step_dir=step_dir, mesh=mesh)
 
 
@@ -198,13 +168,13 @@ def resize_labels_to(label_map: np.ndarray, shape: tuple[int, int]) -> np.ndarra
     return np.asarray(resized, dtype=np.uint8)
 
 
-def read_face(path: Path) -> np.ndarray:
+def read_face(path: epath.Path) -> np.ndarray:
     """An image file -> uint8 (H, W, 3); a missing, empty, corrupt or oversized file is an error naming
     the file (maskgan_jax.inputs.open_image_file, the checks `maskgan-edit` makes too)."""
     return mask_io.read_image(path)
 
 
-def input_files(image: Path, out: Path) -> list[tuple[Path, Path]]:
+def input_files(image: epath.Path, out: epath.Path) -> list[tuple[epath.Path, epath.Path]]:
     """(input image, output mask) pairs: one file -> `out` (a .png file, or a folder to put <stem>.png
     in); a folder of images -> `out`/<stem>.png each."""
     if not image.exists():
@@ -225,7 +195,7 @@ def _chunks(items: list, size: int) -> Iterator[list]:
         yield items[start:start + size]
 
 
-def parse_files(parser: Parser, pairs: list[tuple[Path, Path]], palette: bool) -> list[Path]:
+def parse_files(parser: Parser, pairs: list[tuple[epath.Path, epath.Path]], palette: bool) -> list[epath.Path]:
     """Parses every input and writes its mask (label ids, or palette colours) at the input's size."""
     written = []
     for chunk in _chunks(pairs, parser.batch_size):
@@ -308,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.evaluate and (args.image is None or args.out is None):
         arguments.error("give --image and --out (or --evaluate)")
     cli.check_runtime_flags(arguments, args)
-    pairs = None if args.evaluate else input_files(Path(args.image), Path(args.out))
+    pairs = None if args.evaluate else input_files(paths.as_path(args.image), paths.as_path(args.out))
     runtime.enable_compilation_cache(args.jax_cache_dir)
     loaded = load_parser(args.checkpoint, compute_dtype=args.compute_dtype)
     batch_size = 1 if pairs is not None and len(pairs) == 1 else args.batch_size
@@ -318,11 +288,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"parser {loaded.step_dir} ({loaded.resolution}x{loaded.resolution})")
         print(format_scores(scores))
         if args.out:
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(json.dumps(scores, indent=2))
+            out = paths.as_path(args.out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(scores, indent=2))
         return 0
     written = parse_files(parser, pairs, palette=args.format == "palette")
-    where = written[0] if len(written) == 1 else Path(args.out).absolute()
+    where = written[0] if len(written) == 1 else paths.as_path(args.out)
     print(f"{len(written)} mask(s) ({args.format}) written to {where}")
     return 0
 
