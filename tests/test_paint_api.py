@@ -251,3 +251,21 @@ def test_sessions_are_capped_and_ids_are_the_servers(client):
     ids = {post(client, "/api/sessions", {"gallery": 0})["session"] for _ in range(server.MAX_SESSIONS + 2)}
     assert len(ids) == server.MAX_SESSIONS + 2 and all(len(i) >= 20 for i in ids)
     assert len(client.paint.sessions) == server.MAX_SESSIONS
+
+
+def test_command_line_builds_the_app_and_refuses_a_missing_checkpoint(tmp_path, compilation_cache, capsys):
+    from maskgan_jax import paint
+
+    args = paint.build_parser().parse_args([f"--checkpoint={fx.make_workdir(tmp_path)}", "--gallery=2",
+                                            f"--jax_cache_dir={compilation_cache}", "--max_upload_mb=1"])
+    assert args.host == "127.0.0.1" and args.port == 8000  # local only unless told otherwise
+    app, seconds = paint.make_app(args)
+    with TestClient(app) as client:
+        info = client.get("/api/info").json()
+    assert info["gallery"] == ["synthetic 0", "synthetic 1"] and info["max_upload_bytes"] == 2**20 and seconds > 0
+    with pytest.raises(SystemExit) as exited:
+        from maskgan_jax import cli
+
+        cli.run("maskgan-paint", paint.main, [f"--checkpoint={tmp_path / 'nowhere'}"])
+    assert exited.value.code == 2
+    assert "maskgan-paint: error:" in capsys.readouterr().err

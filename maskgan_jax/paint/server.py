@@ -198,7 +198,8 @@ class PaintApp:
         if "gallery" in body:
             face = self.gallery_face(body["gallery"])
             return sessions.reference_from_square(face.mask, current.shape, self.editor.resolution)
-        mask = mask_io.labels_from_image(self.upload(body, "mask"), "mask", body.get("label_order", "celebamask"))
+        mask = mask_io.labels_from_image(self.upload(body, "mask"), "reference mask",
+                                         body.get("label_order", "celebamask"))
         inputs.check_same_size(current.face.photo.shape, mask.shape, "the photo", "the reference mask")
         return mask
 
