@@ -269,3 +269,13 @@ def test_command_line_builds_the_app_and_refuses_a_missing_checkpoint(tmp_path, 
         cli.run("maskgan-paint", paint.main, [f"--checkpoint={tmp_path / 'nowhere'}"])
     assert exited.value.code == 2
     assert "maskgan-paint: error:" in capsys.readouterr().err
+
+
+def test_gallery_from_a_tfds_split(smoke_data_dir, editor):
+    gallery = faces.tfds_faces("celebamask_hq/official_64", "test", 2, data_dir=str(smoke_data_dir))
+    assert len(gallery) == 2 and gallery[0].image.shape == (64, 64, 3) and gallery[0].mask.shape == (64, 64)
+    assert gallery[0].mask.max() < 19 and len(np.unique(gallery[0].mask)) > 3  # a face's mask, not a blank
+    paint = server.PaintApp(editor, gallery)
+    with TestClient(server.create_app(paint)) as client:
+        opened = post(client, "/api/sessions", {"gallery": 1})
+        np.testing.assert_array_equal(fx.mask_of(opened), gallery[1].mask)

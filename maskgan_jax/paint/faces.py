@@ -32,12 +32,18 @@ def synthetic_faces(count: int, size: int, seed: int = 0) -> list[Face]:
 
 def tfds_faces(name: str, split: str, count: int, data_dir: str | None = None) -> list[Face]:
     """The first `count` examples of a built TFDS dataset's split (features `image` and `mask`)."""
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds  # slow; only here
 
+    from tfds_celebamask import register
+
+    register()  # tfds.data_source finds celebamask_hq by name
     source = tfds.data_source(name, split=split, data_dir=data_dir)
     faces = []
     for index in range(min(count, len(source))):
         example = source[index]
+        mask = np.asarray(example["mask"], np.uint8)
         faces.append(Face(f"{name} {split} {index}", np.asarray(example["image"], np.uint8),
-                          np.asarray(example["mask"], np.uint8).reshape(example["image"].shape[:2])))
+                          mask[..., 0] if mask.ndim == 3 else mask))
+    if not faces:
+        raise ValueError(f"{name} split {split!r}: no examples to offer")
     return faces
