@@ -1,7 +1,7 @@
 """The painter end to end in real headless Chromium (Debian's `chromium` and `chromium-driver`, driven
 by Selenium): open a face, paint a stroke with the mouth brush, see the result change, undo restores
 the mask exactly, save downloads a PNG whose labels equal the painted mask; and a bad upload shows
-its message on the page. `make test` installs Chromium when it is missing.
+its message on the page, as does a file over the size limit. `make test` installs Chromium when it is missing.
 
 PAINT_SCREENSHOTS=DIR keeps the page's screenshots there (the README's come from a trained run)."""
 
@@ -38,7 +38,7 @@ def _free_port() -> int:
 def page_url(tmp_path_factory, compilation_cache):
     """The painter served by uvicorn on 127.0.0.1 in a thread, on the smoke checkpoint."""
     editor = maskgan_jax.load_editor(fx.make_workdir(tmp_path_factory.mktemp("paint_browser")), batch_size=1)
-    paint = server.PaintApp(editor, faces.synthetic_faces(3, editor.resolution))
+    paint = server.PaintApp(editor, faces.synthetic_faces(3, editor.resolution), max_upload_bytes=100_000)
     port = _free_port()
     uv = uvicorn.Server(uvicorn.Config(server.create_app(paint), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=uv.run, daemon=True)
@@ -160,6 +160,13 @@ def test_a_bad_upload_shows_its_message_on_the_page(page_url, browser, tmp_path)
     message = wait_for(browser, "document.getElementById('error').textContent", "the error message")
     assert "image: not a readable image file" in message
     screenshot(browser, "paint_error.png")
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\0" * 150_000)
+    browser.find_element(By.ID, "photo-file").send_keys(str(big))
+    browser.find_element(By.ID, "open-upload").click()
+    wait_for(browser, "document.getElementById('error').textContent.includes('big.png')", "the size message")
+    assert "over the upload limit of 100,000 bytes" in browser.execute_script(
+        "return document.getElementById('error').textContent;")
     # the server still serves: a gallery face opens
     browser.find_element(By.ID, "gallery-1").click()
     wait_for(browser, "document.getElementById('result').dataset.version", "a result after the error")
