@@ -27,12 +27,14 @@ def _fresh_state(config, role, seed):
     return NetState(params=variables["params"], opt_state=None, batch_stats=variables.get("batch_stats", {}))
 
 
-def make_workdir(root, with_mask_vae=True):
-    """workdir with checkpoints/dmn (generator) and, optionally, checkpoints/maskvae."""
+def make_workdir(root, with_mask_vae=True, with_parser=False):
+    """workdir with checkpoints/dmn (generator) and, optionally, checkpoints/maskvae and parser."""
     config = ebst_config.get_config("smoke")
     workdir = root / "workdir"
     if with_mask_vae:
         _save(workdir, "maskvae", config, {"mask_vae": _fresh_state(config, "mask_vae", 1)})
+    if with_parser:
+        _save(workdir, "parser", config, {"parser": _fresh_state(config, "parser", 3)})
     _save(workdir, "dmn", config, {"generator": _fresh_state(config, "generator", 2)})
     return workdir
 

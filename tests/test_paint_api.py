@@ -237,11 +237,17 @@ def test_bad_inputs_are_4xx_naming_the_problem_and_the_server_keeps_serving(clie
     assert fx.mask_of(after)[10, 10] == MOUTH
 
 
-def test_without_mask_vae_interpolation_is_refused(tmp_path, compilation_cache, gallery):
-    editor = maskgan_jax.load_editor(fx.make_workdir(tmp_path, with_mask_vae=False), batch_size=1)
+def test_without_mask_vae_interpolation_is_refused_and_a_parser_makes_masks(tmp_path, compilation_cache, gallery):
+    workdir = fx.make_workdir(tmp_path, with_mask_vae=False, with_parser=True)
+    editor = maskgan_jax.load_editor(workdir, parser=workdir, batch_size=1)
     paint = server.PaintApp(editor, gallery)
     with TestClient(server.create_app(paint)) as client:
-        assert not client.get("/api/info").json()["has_mask_vae"]
+        info = client.get("/api/info").json()
+        assert not info["has_mask_vae"] and info["has_parser"]
+        photo = np.pad(gallery[0].image, ((4, 4), (0, 0), (0, 0)), mode="edge")  # 64 wide, 72 high
+        parsed = post(client, "/api/sessions", {"image": fx.png_b64(photo)})  # no mask: the parser's
+        np.testing.assert_array_equal(fx.mask_of(parsed), editor.parse(photo))
+        assert (parsed["width"], parsed["height"]) == (64, 72)
         sid = post(client, "/api/sessions", {"gallery": 0})["session"]
         post(client, f"/api/sessions/{sid}/reference", {"gallery": 1})
         _bad(client, f"/api/sessions/{sid}/interpolate", {"t": 0.5}, 409, "no MaskVAE")
