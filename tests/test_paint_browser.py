@@ -18,6 +18,7 @@ import uvicorn
 from PIL import Image
 
 import maskgan_jax
+from maskgan_jax import mask_io
 from maskgan_jax.paint import faces, server
 import paint_fixtures as fx
 from tfds_celebamask import labels
@@ -171,3 +172,40 @@ def test_a_bad_upload_shows_its_message_on_the_page(page_url, browser, tmp_path)
     browser.find_element(By.ID, "gallery-1").click()
     wait_for(browser, "document.getElementById('result').dataset.version", "a result after the error")
     assert browser.execute_script("return document.getElementById('error').textContent;") == ""
+
+
+def test_transfer_queued_strokes_and_the_interpolation_slider(page_url, browser):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    gallery = faces.synthetic_faces(3, 64)  # the server's gallery: the same seed, the same faces
+    browser.get(page_url)
+    wait_for(browser, "document.body.dataset.ready", "the page to start")
+    browser.find_element(By.ID, "gallery-0").click()
+    wait_for(browser, "document.getElementById('result').dataset.version", "the first result")
+    browser.find_element(By.ID, "gallery-ref-2").click()
+    wait_for(browser, "!document.getElementById('transfer').disabled && !state.busy", "the reference")
+    browser.find_element(By.CSS_SELECTOR, "#transfer-classes input[value=hair]").click()
+    browser.find_element(By.ID, "transfer").click()
+    wait_for(browser, "!document.getElementById('undo').disabled && !state.busy", "the transfer")
+    transferred = mask_io.transfer_classes(gallery[0].mask, gallery[2].mask, (labels.CLASS_ID["hair"],))
+    np.testing.assert_array_equal(page_mask(browser), transferred)
+
+    # two strokes back to back: the second is drawn while the first renders, and both land
+    browser.find_element(By.ID, "class-mouth").click()
+    canvas = browser.find_element(By.ID, "mask-canvas")
+    for dy in (-140, 140):  # mask rows 4 and 60
+        ActionChains(browser).move_to_element_with_offset(canvas, -50, dy).click_and_hold() \
+            .move_by_offset(100, 0).release().perform()
+    wait_for(browser, "window.paintTimings.length === 2 && !state.busy && pending.length === 0", "both strokes")
+    painted = page_mask(browser)
+    assert (painted[4, 24:41] == MOUTH).all() and (painted[60, 24:41] == MOUTH).all()
+
+    version = int(browser.execute_script("return document.getElementById('result').dataset.version;"))
+    browser.execute_script("const s = document.getElementById('interpolate'); s.value = 50; s.onchange();")
+    wait_for(browser, f"document.getElementById('result').dataset.version > {version} && !state.busy", "the slider")
+    walked = page_mask(browser)
+    assert walked.max() < 19 and not np.array_equal(walked, painted)
+    browser.find_element(By.ID, "undo").click()
+    wait_for(browser, f"document.getElementById('result').dataset.version > {version + 1} && !state.busy", "undo")
+    np.testing.assert_array_equal(page_mask(browser), painted)
