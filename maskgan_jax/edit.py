@@ -377,6 +377,26 @@ def edit_images(module: DenseMappingNetwork, params: Any, images: jax.Array, lab
     return jnp.round(generated).astype(jnp.uint8), jnp.round(kept).astype(jnp.uint8)
 
 
+def encode_styles(module: DenseMappingNetwork, params: Any, images: jax.Array, labels_t: jax.Array) -> jax.Array:
+    """The style vectors of target faces, pure: uint8 (N, H, W, 3) faces and int (N, H, W) their masks
+    -> float (N, style_dim), what `render_styles` reuses for every wanted mask of those faces."""
+    return module.apply({"params": params}, images.astype(jnp.float32) / 127.5 - 1.0,
+                        one_hot_mask(labels_t, module.num_classes), None, style_only=True)
+
+
+def render_styles(module: DenseMappingNetwork, params: Any, styles: jax.Array, images: jax.Array,
+                  labels_t: jax.Array, labels_src: jax.Array, dilation: int, feather: int
+                  ) -> tuple[jax.Array, jax.Array]:
+    """`edit_images` from styles encoded earlier (encode_styles): the same (result, kept), uint8
+    (N, H, W, 3) each, without re-reading the faces through the style encoder."""
+    generated = module.apply({"params": params}, None, None, one_hot_mask(labels_src, module.num_classes),
+                             style=styles)
+    generated = jnp.clip((generated.astype(jnp.float32) + 1.0) * 127.5, 0.0, 255.0)
+    alpha = keep_unedited_alpha(labels_t, labels_src, dilation, feather)
+    kept = alpha * generated + (1.0 - alpha) * images.astype(jnp.float32)
+    return jnp.round(generated).astype(jnp.uint8), jnp.round(kept).astype(jnp.uint8)
+
+
 class Editor:
     """Edits batches of faces with a loaded generator, compiled once per input shape.
 
@@ -399,9 +419,35 @@ class Editor:
                 loaded.module, params, images, labels_t, labels_src, self.dilation, self.feather),
             in_shardings=(replicated, batch, batch, batch), out_shardings=(batch, batch))
 
+        self._encode = jax.jit(lambda params, images, labels_t: encode_styles(loaded.module, params, images, labels_t),
+                               in_shardings=(replicated, batch, batch), out_shardings=batch)
+        self._render = jax.jit(
+            lambda params, styles, images, labels_t, labels_src: render_styles(
+                loaded.module, params, styles, images, labels_t, labels_src, self.dilation, self.feather),
+            in_shardings=(replicated, batch, batch, batch, batch), out_shardings=(batch, batch))
+
     @property
     def resolution(self) -> int:
         return self.loaded.resolution
+
+    def encode_style(self, image: np.ndarray, labels_t: np.ndarray) -> np.ndarray:
+        """The style vector of one face: uint8 (R, R, 3) and its (R, R) mask -> float32 (style_dim,).
+
+        Compiled once (the batch is padded to batch_size); see render."""
+        _check_one(image, labels_t, self.resolution)
+        padded = [_pad_batch(a[None], self.batch_size) for a in (image, labels_t.astype(np.int32))]
+        return np.asarray(self._encode(self.loaded.params, *padded))[0]
+
+    def render(self, style: np.ndarray, image: np.ndarray, labels_t: np.ndarray, labels_src: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """One face re-rendered on `labels_src` from its encoded `style` (encode_style of image,
+        labels_t): (result, kept), uint8 (R, R, 3) each, equal to edit()'s for the same inputs."""
+        _check_one(image, labels_t, self.resolution)
+        _check_one(image, labels_src, self.resolution)
+        padded = [_pad_batch(a[None], self.batch_size) for a in
+                  (np.asarray(style), image, labels_t.astype(np.int32), labels_src.astype(np.int32))]
+        result, kept = self._render(self.loaded.params, *padded)
+        return np.asarray(result)[0], np.asarray(kept)[0]
 
     def edit(self, images: np.ndarray, labels_t: np.ndarray, labels_src: np.ndarray
              ) -> tuple[np.ndarray, np.ndarray]:
@@ -437,6 +483,15 @@ class Editor:
             empty = np.zeros((0, size, size, 3), np.uint8)
             return empty, empty
         return np.concatenate(results), np.concatenate(kept)
+
+
+def _check_one(image: np.ndarray, label_map: np.ndarray, size: int) -> None:
+    """Refuses anything but one uint8 (size, size, 3) face and its (size, size) label map in 0..18."""
+    if image.shape != (size, size, 3) or image.dtype != np.uint8:
+        raise ValueError(f"image: expected uint8 ({size}, {size}, 3), got {image.dtype} {image.shape}")
+    if np.shape(label_map) != (size, size):
+        raise ValueError(f"label map: expected shape ({size}, {size}), got {np.shape(label_map)}")
+    mask_io.check_labels(np.asarray(label_map), "label map")
 
 
 def _pad_batch(array: np.ndarray, size: int) -> np.ndarray:

@@ -49,7 +49,13 @@ def open_image_file(path: str | os.PathLike, what: str = "image") -> Image.Image
     if not path.is_file():
         kind = "a folder, not a file" if path.is_dir() else "no such file"
         raise FileNotFoundError(f"{path}: {kind} (expected the {what} file)")
-    data = path.read_bytes()
+    return open_image_bytes(path.read_bytes(), str(path), what)
+
+
+def open_image_bytes(data: bytes, name: str, what: str = "image", max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decodes an image file's bytes (an upload) with open_image_file's checks; `name` (the file or
+    the request field) starts every message. At most `max_pixels`, from the header, before decoding."""
+    path = name
     if not data:
         raise InputError(f"{path}: empty file (expected the {what} file: a PNG, JPEG, BMP or WebP)")
     try:
@@ -65,8 +71,8 @@ def open_image_file(path: str | os.PathLike, what: str = "image") -> Image.Image
         raise InputError(f"{path}: not a readable {what} file "
                          f"(expected a PNG, JPEG, BMP or WebP image; {type(error).__name__})") from None
     width, height = image.size
-    if width * height > MAX_PIXELS:
-        raise InputError(f"{path}: the {what} is {size_text(width, height)} pixels; at most {MAX_PIXELS:,} "
+    if width * height > max_pixels:
+        raise InputError(f"{path}: the {what} is {size_text(width, height)} pixels; at most {max_pixels:,} "
                          "pixels are read (crop or shrink it first)")
     if width == 0 or height == 0:
         raise InputError(f"{path}: the {what} is {size_text(width, height)}: it has no pixels")

@@ -151,7 +151,8 @@ class DenseMappingNetwork(nn.Module):
         return self.ngf * 2 ** self.n_downsample
 
     @nn.compact
-    def __call__(self, image_t: jax.Array, mask_t: jax.Array, mask_src: jax.Array) -> jax.Array:
+    def __call__(self, image_t: jax.Array | None, mask_t: jax.Array | None, mask_src: jax.Array | None, *,
+                 style: jax.Array | None = None, style_only: bool = False) -> jax.Array:
         """Renders I_t's style on M_src's layout.
 
         Args:
@@ -159,10 +160,15 @@ class DenseMappingNetwork(nn.Module):
           mask_t: (N, H, W, num_classes) one-hot mask of image_t.
           mask_src: (N, H, W, num_classes) one-hot wanted mask.
           H and W must be multiples of 4 * 2^n_encoder_deep and of 2^n_downsample.
+          style: (N, style_dim) from an earlier `style_only` call: image_t and mask_t are then not
+            read (None is fine), so an interactive editor encodes a face once and renders many masks.
+          style_only: return the style vector (N, style_dim) of (image_t, mask_t); mask_src unused.
         Returns:
-          (N, H, W, 3) in [-1, 1], in the compute dtype.
+          (N, H, W, 3) in [-1, 1], in the compute dtype; with `style_only`, (N, style_dim).
         """
-        for name, mask in (("mask_t", mask_t), ("mask_src", mask_src)):
+        given = (("mask_t", mask_t),) if style is None else ()
+        given += () if style_only else (("mask_src", mask_src),)
+        for name, mask in given:
             if mask.shape[-1] != self.num_classes:
                 raise ValueError(f"{name} has {mask.shape[-1]} channels, expected one-hot over "
                                  f"{self.num_classes} classes")
@@ -170,10 +176,13 @@ class DenseMappingNetwork(nn.Module):
             raise ValueError(f"encoder_init={self.encoder_init!r}: expected one of {sorted(ENCODER_INITS)}")
         kernel_init = ENCODER_INITS[self.encoder_init]
         channels = self.bottleneck_channels
-        fea1, fea2 = LabelEncoder(self.encoder_widths, self.n_encoder_deep, kernel_init, dtype=self.dtype,
-                                  name="enc_label")(mask_t)
-        style = StyleEncoder(style_dim(self.n_blocks, channels), self.encoder_widths, self.n_encoder_deep,
-                             kernel_init, dtype=self.dtype, name="enc_style")(image_t, fea1, fea2)
+        if style is None:
+            fea1, fea2 = LabelEncoder(self.encoder_widths, self.n_encoder_deep, kernel_init, dtype=self.dtype,
+                                      name="enc_label")(mask_t)
+            style = StyleEncoder(style_dim(self.n_blocks, channels), self.encoder_widths, self.n_encoder_deep,
+                                 kernel_init, dtype=self.dtype, name="enc_style")(image_t, fea1, fea2)
+        if style_only:
+            return style
         adain_params = split_style(style, self.n_blocks, channels)
         x = Pix2PixHDEncoder(self.ngf, self.n_downsample, dtype=self.dtype, name="down")(mask_src)
         first_block = 1 + 3 * (self.n_downsample + 1)

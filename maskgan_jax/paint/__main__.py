@@ -1,0 +1,3 @@
+from maskgan_jax.paint import run
+
+run()
