@@ -72,11 +72,21 @@ def test_kid_and_fid_resamples_match_the_formulas_of_fid():
     faces = np.repeat(np.arange(12), draw[0])
     assert edit_scores.fid_resampled(x, y, draw)[0] == pytest.approx(fid.fid_from_features(x[faces], y[faces]),
                                                                      rel=1e-8)
-    within = lambda k: (k.sum() - np.trace(k)) / (len(faces) * (len(faces) - 1))
+    # KID leaves out the pairs that only drawing a face twice makes: within a set every pair of copies
+    # of one face; across the sets, each face's own pairs keep the full set's 1/m share of the mean.
+    other_face = faces[:, None] != faces[None, :]
+    within = lambda k: k[other_face].mean()
     kernel = lambda a, b: (a @ b.T / 40 + 1.0) ** 3
     xs, ys = x[faces], y[faces]
-    expected = within(kernel(xs, xs)) + within(kernel(ys, ys)) - 2 * kernel(xs, ys).mean()
+    m = len(faces)
+    cross = np.diag(kernel(xs, ys)).mean() / m + (1 - 1 / m) * kernel(xs, ys)[other_face].mean()
+    expected = within(kernel(xs, xs)) + within(kernel(ys, ys)) - 2 * cross
     assert edit_scores.kid_resampled(x, y, draw)[0] == pytest.approx(expected, rel=1e-10)
+    # So the resamples centre on the full set's KID (here for results that equal the truth up to noise).
+    y_close = x + rng.normal(0, 0.1, size=x.shape)
+    resampled = edit_scores.kid_resampled(x, y_close, edit_scores.resample_counts(12, 400, (0,)))
+    full = fid.kid_from_features(x, y_close)
+    assert abs(np.median(resampled) - full) < 0.25 * np.std(resampled)
 
 
 def test_method_records_per_kind_with_intervals():
