@@ -92,7 +92,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # MaskVAE: cross-entropy + 1e-5 KL. l1 (to the target image) is not in the paper.
         # Parser: pixel-wise cross-entropy, as the reference's face parser; soft Dice is ours (off).
         weights=dict(adversarial=1.0, feature_matching=10.0, perceptual=10.0, l1=0.0,
-                     cross_entropy=1.0, kl=1e-5, parser_cross_entropy=1.0, parser_dice=0.0),
+                     cross_entropy=1.0, kl=1e-5, parser_cross_entropy=1.0, parser_dice=0.0,
+                     parser_lovasz=0.0),
         # The parser's cross-entropy weighs each pixel by (its class's fraction of the batch)^-power:
         # 0 = plain (the reference); > 0 lifts small parts (eyes, brows, lips, earrings).
         parser_class_balance=0.0,

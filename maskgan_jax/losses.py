@@ -172,3 +172,36 @@ def soft_dice_loss(logits: jax.Array, labels: jax.Array, smooth: float = 1.0) ->
     dice = (2.0 * intersection + smooth) / (jnp.sum(probabilities, axis=axes) + truth + smooth)
     present = (truth > 0).astype(jnp.float32)
     return 1.0 - jnp.sum(dice * present) / jnp.maximum(jnp.sum(present), 1.0)
+
+
+def lovasz_softmax_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """The Lovasz-softmax loss (Berman, Rannen Triki, Blaschko, CVPR 2018): a convex surrogate of
+    1 - IoU per class, averaged over the classes present in the batch's labels.
+
+    Per class c over the whole batch's pixels: errors e_p = |y_pc - p_pc| (p = softmax(logits), y the
+    one-hot labels), sorted in decreasing order; the loss is their dot product with the increments of
+    the Jaccard loss along that order (the Lovasz extension of 1 - IoU). It optimises the mean IoU the
+    parser is judged by, where cross-entropy optimises pixel accuracy. logits (N, H, W, C); labels int
+    (N, H, W). Returns a float32 scalar in [0, 1].
+    """
+    if labels.shape != logits.shape[:-1]:
+        raise ValueError(f"lovasz_softmax_loss: labels shape {labels.shape} must equal logits shape "
+                         f"{logits.shape} without its class axis")
+    num_classes = logits.shape[-1]
+    probabilities = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).reshape(-1, num_classes)
+    onehot = jax.nn.one_hot(labels.reshape(-1), num_classes, dtype=jnp.float32)
+
+    def per_class(foreground: jax.Array, probability: jax.Array) -> jax.Array:
+        errors = jnp.abs(foreground - probability)
+        order = jnp.argsort(-errors)
+        errors, foreground = errors[order], jax.lax.stop_gradient(foreground[order])
+        total = jnp.sum(foreground)
+        intersection = total - jnp.cumsum(foreground)
+        union = total + jnp.cumsum(1.0 - foreground)
+        jaccard = 1.0 - intersection / union
+        increments = jnp.concatenate([jaccard[:1], jaccard[1:] - jaccard[:-1]])
+        return jnp.dot(errors, increments)
+
+    per_class_loss = jax.vmap(per_class, in_axes=1)(onehot, probabilities)
+    present = (jnp.sum(onehot, axis=0) > 0).astype(jnp.float32)
+    return jnp.sum(per_class_loss * present) / jnp.maximum(jnp.sum(present), 1.0)

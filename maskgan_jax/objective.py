@@ -122,6 +122,7 @@ class ParserInputs:
 PARSER_TERMS: dict[str, Callable[[ParserInputs], jax.Array]] = {
     "parser_cross_entropy": ParserInputs.cross_entropy,
     "parser_dice": lambda x: losses.soft_dice_loss(x.logits, x.labels),
+    "parser_lovasz": lambda x: losses.lovasz_softmax_loss(x.logits, x.labels),
 }
 
 ALL_TERMS = (*GENERATOR_TERMS, *MASK_VAE_TERMS, *PARSER_TERMS)

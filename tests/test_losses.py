@@ -149,3 +149,19 @@ def test_losses_return_float32_scalars_for_bfloat16_inputs():
                   losses.mask_cross_entropy(jnp.zeros((1, 2, 2, 3), jnp.bfloat16),
                                             jnp.zeros((1, 2, 2), jnp.int32))):
         assert value.shape == () and value.dtype == jnp.float32
+
+
+def test_lovasz_softmax_equals_one_minus_iou_on_hard_predictions():
+    """On one-hot predictions the Lovasz extension is the set function itself: the mean over the
+    labels' classes of 1 - IoU."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, (2, 8, 8))
+    predicted = np.where(rng.random(labels.shape) < 0.3, rng.integers(0, 5, labels.shape), labels)
+    logits = 100.0 * jax.nn.one_hot(predicted, 5)
+    expected = np.mean([1 - np.sum((labels == c) & (predicted == c)) / np.sum((labels == c) | (predicted == c))
+                        for c in np.unique(labels)])
+    assert float(losses.lovasz_softmax_loss(logits, jnp.asarray(labels))) == pytest.approx(expected, abs=1e-5)
+    # A perfect prediction costs nothing; the gradient reaches the logits.
+    assert float(losses.lovasz_softmax_loss(100.0 * jax.nn.one_hot(labels, 5), jnp.asarray(labels))) < 1e-5
+    grad = jax.grad(lambda x: losses.lovasz_softmax_loss(x, jnp.asarray(labels)))(jnp.zeros((2, 8, 8, 5)))
+    assert float(jnp.abs(grad).sum()) > 0
