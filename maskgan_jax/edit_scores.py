@@ -174,7 +174,10 @@ def kid_resampled(features: np.ndarray, truth_features: np.ndarray, counts: np.n
     # drawn k times adds k(k-1) pairs at those terms' correlated values and the resamples move away
     # from the full set's KID (measured: intervals that missed their own point estimate). With each
     # face drawn once this is exactly fid.kid_from_features.
+    # A resample that drew a single face (possible for tiny sets) has no pair of distinct faces: its
+    # KID is NaN, and `interval` uses the finite resamples.
     distinct_pairs = m * m - (counts ** 2).sum(axis=1)
+    distinct_pairs = np.where(distinct_pairs > 0, distinct_pairs, np.nan)
     within_x = (quadratic(k_xx) - counts ** 2 @ np.diag(k_xx)) / distinct_pairs
     within_y = (quadratic(k_yy) - counts ** 2 @ np.diag(k_yy)) / distinct_pairs
     own_pairs = counts @ np.diag(k_xy) / m
