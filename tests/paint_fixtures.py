@@ -1,5 +1,6 @@
-"""A tiny checkpoint for the painter's tests: the smoke config's generator and MaskVAE, freshly
-initialised, in a workdir (as after `make quickstart`, at smoke sizes)."""
+"""Tiny checkpoints for the inference tests (the painter's, the README's edit commands): the smoke
+config's generator, MaskVAE and parser, freshly initialised, in a workdir (as after `make quickstart`,
+at smoke sizes)."""
 
 import base64
 import io
@@ -27,10 +28,10 @@ def _fresh_state(config, role, seed):
     return NetState(params=variables["params"], opt_state=None, batch_stats=variables.get("batch_stats", {}))
 
 
-def make_workdir(root, with_mask_vae=True, with_parser=False):
-    """workdir with checkpoints/dmn (generator) and, optionally, checkpoints/maskvae and parser."""
+def make_workdir(root, with_mask_vae=True, with_parser=False, name="workdir"):
+    """root/name with checkpoints/dmn (generator) and, optionally, checkpoints/maskvae and parser."""
     config = ebst_config.get_config("smoke")
-    workdir = root / "workdir"
+    workdir = root / name
     if with_mask_vae:
         _save(workdir, "maskvae", config, {"mask_vae": _fresh_state(config, "mask_vae", 1)})
     if with_parser:

@@ -13,29 +13,14 @@ import pytest
 from PIL import Image
 
 import maskgan_jax
-from configs import ebst as ebst_config
-from maskgan_jax import checkpoint, convert, edit, export, framing, mask_io, parse
-from maskgan_jax.models import registry
-from maskgan_jax.state import NetState
+import paint_fixtures
+from maskgan_jax import convert, edit, export, framing, mask_io, parse
 from tfds_celebamask import labels, synthetic
 
 README = Path(__file__).parent.parent / "README.md"
 FIXTURE = Path(__file__).parent / "data"
 RESOLUTION = 64
 PHOTO_WIDTH = 80  # me.jpg is 64 high and 80 wide: not square, not the model's size
-
-
-def _save(workdir, phase, config, networks, step=1):
-    manager = checkpoint.create_manager(workdir, phase, config.checkpoint, every_steps=1)
-    checkpoint.save(manager, step, networks, {"step": np.int32(step)}, None, config, force=True)
-    checkpoint.wait(manager)
-    manager.close()
-
-
-def _fresh_state(config, role, seed):
-    module = registry.build_network(config, role)
-    variables = jax.jit(lambda key: registry.init_variables(config, role, module, key))(jax.random.key(seed))
-    return NetState(params=variables["params"], opt_state=None, batch_stats=variables.get("batch_stats", {}))
 
 
 def _widen(array, width):
@@ -51,11 +36,7 @@ def quickstart(tmp_path_factory):
     phases (smoke sizes), me.jpg (64x80), other_mask.png (a smiling mask, 64x80), me_bisenet.png (me's
     true mask numbered in the face-parsing order) and latest_net_G.pth's stand-in, the fixture's .npz."""
     root = tmp_path_factory.mktemp("clean_clone")
-    config = ebst_config.get_config("smoke")
-    workdir = root / "workdir" / "quickstart"
-    _save(workdir, "maskvae", config, {"mask_vae": _fresh_state(config, "mask_vae", 1)})
-    _save(workdir, "dmn", config, {"generator": _fresh_state(config, "generator", 2)})
-    _save(workdir, "parser", config, {"parser": _fresh_state(config, "parser", 3)})
+    paint_fixtures.make_workdir(root, with_mask_vae=True, with_parser=True, name="workdir/quickstart")
     geometry, style = synthetic.sample_face(synthetic.face_rng(5, 2))
     image, mask = synthetic.render(geometry, style, RESOLUTION)
     _, smiling = synthetic.render(synthetic.EDITS["smile"](geometry), style, RESOLUTION)
