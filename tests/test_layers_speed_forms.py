@@ -41,10 +41,13 @@ CASES = {
     # output channels: im2col GEMM kernel gradient.
     "conv3x3_few_pixels": (lambda x, k: layers.conv2d(layers.reflect_pad(x, 1), k),
                            lambda x, k: _ref_conv(x, k, reflect=1), (1, 3, 4, 16), (3, 3, 16, 20)),
-    # As above with 16 pixels >= 12 output channels: lax kernel gradient.
-    "conv3x3_few_pixels_lax_dk": (lambda x, k: layers.conv2d(layers.reflect_pad(x, 1), k),
-                                  lambda x, k: _ref_conv(x, k, reflect=1), (1, 4, 4, 16), (3, 3, 16, 12)),
-    # 3x3 stride 1 with zero padding, many pixels: lax gradients inside the custom VJP.
+    # As above with 16 pixels >= 12 output channels: im2col GEMM kernel gradient (small patch matrix).
+    "conv3x3_few_pixels_more_outputs": (lambda x, k: layers.conv2d(layers.reflect_pad(x, 1), k),
+                                        lambda x, k: _ref_conv(x, k, reflect=1), (1, 4, 4, 16), (3, 3, 16, 12)),
+    # A patch matrix of 62 * 62 * 9 * 130 > 2^22 elements: lax's kernel gradient.
+    "conv3x3_large_patches_lax_dk": (lambda x, k: layers.conv2d(x, k), lambda x, k: _ref_conv(x, k),
+                                     (1, 64, 64, 130), (3, 3, 130, 9)),
+    # 3x3 stride 1 with zero padding, many pixels: lax input gradient, im2col GEMM kernel gradient.
     "conv3x3_many_pixels": (lambda x, k: layers.conv2d(x, k, padding=1),
                             lambda x, k: _ref_conv(x, k, zero_pad=1), (2, 8, 7, 3), (3, 3, 3, 16)),
     # 7x7 to 3 output channels: one GEMM to 7*7*3 channels and shifted sums; backward from the gradient's
@@ -57,6 +60,10 @@ CASES = {
     # 4x4 stride 2 after reflect pad 1 (encoders): 2x2 stride-1 conv over space-to-depth cells.
     "conv4x4_stride2": (lambda x, k: layers.conv2d(layers.reflect_pad(x, 1), k, stride=2),
                         lambda x, k: _ref_conv(x, k, stride=2, reflect=1), (2, 12, 10, 3), (4, 4, 3, 10)),
+    # 4x4 stride 2 zero pad 2 on odd sizes (the discriminator's 33 -> 17): one more zero row and
+    # column make whole space-to-depth cells; the extra output row and column are dropped.
+    "conv4x4_stride2_odd": (lambda x, k: layers.conv2d(x, k, stride=2, padding=2),
+                            lambda x, k: _ref_conv(x, k, stride=2, zero_pad=2), (2, 9, 7, 5), (4, 4, 5, 6)),
     # Transposed conv, many pixels: input gradient by the stride-2 lax conv.
     "upsample_many_pixels": (layers.upsample_conv_transpose, _ref_conv_transpose, (2, 3, 4, 5), (3, 3, 5, 6)),
     # Transposed conv, 2 * 6 pixels <= 12 channels: input gradient as 9 tap GEMMs.

@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from maskgan_jax.models.layers import Dtype, conv_kernel_init, instance_norm
+from maskgan_jax.models.layers import Conv2D, Dtype, conv_kernel_init, instance_norm
 
 _LEAKY_SLOPE = 0.2
 _KERNEL = 4
@@ -80,10 +80,10 @@ class PatchDiscriminator(nn.Module):
             raise ValueError(f"PatchDiscriminator needs n_layers >= 1 and ndf >= 1, got "
                              f"n_layers={self.n_layers}, ndf={self.ndf}")
 
-        def conv(features: int, stride: int, index: int) -> nn.Conv:
-            return nn.Conv(features, (_KERNEL, _KERNEL), strides=(stride, stride),
-                           padding=((_PAD, _PAD), (_PAD, _PAD)), kernel_init=conv_kernel_init,
-                           dtype=self.dtype, name=f"conv_{index}")
+        def conv(features: int, stride: int, index: int) -> Conv2D:
+            # Conv2D: nn.Conv's parameters, computed in config.model.layer_forms (maskgan_jax.ops).
+            return Conv2D(features, _KERNEL, stride, _PAD, kernel_init=conv_kernel_init, dtype=self.dtype,
+                          name=f"conv_{index}")
 
         features = []
         x = nn.leaky_relu(conv(self.ndf, 2, 0)(x.astype(self.dtype)), _LEAKY_SLOPE)

@@ -5,8 +5,9 @@ rounding) in forms that XLA:CPU runs near its matmul rate, with custom VJPs whos
 again fast forward convs or plain GEMMs; JAX's automatic transposes of convs run 1.5-60x slower
 there, mostly because they flip and transpose large kernels or return them in another layout:
   - 3x3 stride-1 convs over few pixels and many channels (the residual blocks): input gradient as one
-    GEMM with the kernel as stored, then a sum of 9 shifted slices (col2im); kernel gradient as an
-    im2col GEMM when the patch matrix is smaller than the kernel. Elsewhere lax's gradients are used;
+    GEMM with the kernel as stored, then a sum of 9 shifted slices (col2im). Every stride-1 conv's
+    kernel gradient is an im2col GEMM while the patch matrix is small (lax's beyond). Elsewhere lax's
+    gradients are used;
   - convs with few output channels (the final 7x7 64->3): one GEMM to k*k*Cout values per pixel and
     a sum of k*k shifted slices; backward from the im2col matrix of the small output gradient; both
     one band of rows at a time;
@@ -14,7 +15,7 @@ there, mostly because they flip and transpose large kernels or return them in an
     conv's input gradient is a GEMM and a stride-2 col2im, the transposed conv's the stride-2 conv
     (or 9 tap GEMMs over few pixels); both kernel gradients are 9 tap GEMMs;
   - the transposed conv itself runs as 4 stride-1 phase convs (no multiplications by inserted zeros);
-  - 4x4 stride-2 convs run as 2x2 stride-1 convs over space-to-depth cells;
+  - 4x4 stride-2 convs run as 2x2 stride-1 convs over space-to-depth cells (odd sizes padded by one);
   - per-channel spatial sums of large maps (InstanceNorm statistics and gradients, bias gradients)
     are a GEMM with rows of ones, ~5x faster than XLA:CPU's reduce.
 Every function here equals its namesake in `maskgan_jax.ops.plain` to float32 rounding (same
@@ -263,6 +264,25 @@ def _conv_valid_fwd(xp, kernel):
     return _conv_valid(xp, kernel), (xp, kernel)
 
 
+# The kernel gradient is an im2col GEMM while the patch matrix has at most this many elements (16 MB
+# in float32): lax's kernel-gradient conv can take a generic XLA:CPU path 100x slower than the GEMM
+# (the quickstart discriminator's 4x4 stride-1 conv: 0.85 s of a 1.3 s fwd+bwd); larger patch
+# matrices (the 7x7 stems at 64^2 and up) cost more memory traffic than lax's conv.
+_IM2COL_MAX_ELEMENTS = 1 << 22
+
+
+def _kernel_gradient(xp: jax.Array, kernel: jax.Array, grad: jax.Array) -> jax.Array:
+    """d_kernel of a VALID stride-1 conv: patches^T times the output gradients (an im2col GEMM) when
+    the patch matrix is small (see _IM2COL_MAX_ELEMENTS) or smaller than the kernel, else lax's."""
+    kh, kw, cin, cout = kernel.shape
+    n, ho, wo, _ = grad.shape
+    if n * ho * wo < cout or n * ho * wo * kh * kw * cin <= _IM2COL_MAX_ELEMENTS:
+        grad_rows = grad.reshape(n * ho * wo, cout)
+        return _matmul(_im2col(xp, kh, kw), grad_rows, (0, 0), kernel.dtype).reshape(kernel.shape)
+    _, pullback = jax.vjp(lambda k: lax_conv(xp, k), kernel)
+    return pullback(grad)[0]
+
+
 def _conv_valid_bwd(residuals, grad):
     xp, kernel = residuals
     kh, kw, cin, cout = kernel.shape
@@ -270,22 +290,14 @@ def _conv_valid_bwd(residuals, grad):
         return _few_channel_conv_backward(xp, kernel, grad)
     n, ho, wo, _ = grad.shape
     if n * ho * wo > 2 * cin:
-        _, pullback = jax.vjp(lax_conv, xp, kernel)
-        return pullback(grad)
+        _, pullback = jax.vjp(lambda x: lax_conv(x, kernel), xp)
+        return pullback(grad)[0], _kernel_gradient(xp, kernel, grad)
     # Few pixels, many channels (the residual blocks): XLA's input-gradient conv spends most of its
-    # time flipping and transposing the kernel, and its kernel-gradient conv returns the kernel in
-    # another layout (then copied). As GEMMs instead: every output pixel's gradient times K^T gives
-    # its patch's gradient, and the patches add up at their positions (col2im); the kernel gradient
-    # is patches^T times the output gradients.
-    grad_rows = grad.reshape(n * ho * wo, cout)
-    d_cols = _matmul(grad_rows, kernel.reshape(kh * kw * cin, cout), (1, 1), jnp.float32)
+    # time flipping and transposing the kernel. As a GEMM instead: every output pixel's gradient
+    # times K^T gives its patch's gradient, and the patches add up at their positions (col2im).
+    d_cols = _matmul(grad.reshape(n * ho * wo, cout), kernel.reshape(kh * kw * cin, cout), (1, 1), jnp.float32)
     d_xp = _col2im(d_cols.reshape(n, ho, wo, kh, kw, cin), kh, kw).astype(xp.dtype)
-    if n * ho * wo < cout:  # the im2col matrix is smaller than the kernel that lax would copy
-        d_kernel = _matmul(_im2col(xp, kh, kw), grad_rows, (0, 0), kernel.dtype).reshape(kernel.shape)
-    else:
-        _, pullback = jax.vjp(lambda k: lax_conv(xp, k), kernel)
-        (d_kernel,) = pullback(grad)
-    return d_xp, d_kernel
+    return d_xp, _kernel_gradient(xp, kernel, grad)
 
 
 _conv_valid.defvjp(_conv_valid_fwd, _conv_valid_bwd)
@@ -393,10 +405,14 @@ def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, strid
         out = _conv_valid(zero_pad(x, padding, padding), kernel)
     elif stride == 2 and kh == kw == 3 and padding == 1 and x.shape[1] % 2 == 0 and x.shape[2] % 2 == 0:
         out = _down_conv(x, kernel)
-    elif (stride == 2 and kh % 2 == 0 and kw % 2 == 0 and (x.shape[1] + 2 * padding) % 2 == 0
-          and (x.shape[2] + 2 * padding) % 2 == 0):
+    elif stride == 2 and kh % 2 == 0 and kw % 2 == 0:
         # An even kernel at stride 2 reads whole 2x2 cells: a stride-1 conv over space-to-depth cells.
-        out = _conv_valid(_space_to_depth(zero_pad(x, padding, padding)), _space_to_depth_kernel(kernel))
+        # An odd padded size (the discriminator's 33 -> 17 -> 9) gets one more zero row or column,
+        # whose one extra output row or column is dropped.
+        height, width = x.shape[1] + 2 * padding, x.shape[2] + 2 * padding
+        xp = jnp.pad(x, ((0, 0), (padding, padding + height % 2), (padding, padding + width % 2), (0, 0)))
+        out = _conv_valid(_space_to_depth(xp), _space_to_depth_kernel(kernel))
+        out = out[:, :(height - kh) // 2 + 1, :(width - kw) // 2 + 1]
     else:
         out = lax_conv(x, kernel, stride, ((padding, padding), (padding, padding)))
     return add_channel_bias(out, bias)
