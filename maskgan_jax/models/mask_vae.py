@@ -33,7 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from maskgan_jax.models.layers import Conv2D, Dtype, conv_kernel_init, edge_pad
+from maskgan_jax.models.layers import Dtype, conv_kernel_init, edge_pad
 
 _LEAKY_SLOPE = 0.2
 _BN_MOMENTUM = 0.9  # PyTorch BatchNorm2d momentum=0.1 weighs the new batch by 0.1.
@@ -104,7 +104,8 @@ class MaskVAE(nn.Module):
         widths = self._widths()
         bn = dict(momentum=_BN_MOMENTUM, epsilon=_BN_EPS, dtype=self.dtype)
         self.enc_convs = [
-            Conv2D(w, 4, strides=2, padding=1, kernel_init=conv_kernel_init, dtype=self.dtype) for w in widths]
+            nn.Conv(w, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
+                    kernel_init=conv_kernel_init, dtype=self.dtype) for w in widths]
         self.enc_bns = [nn.BatchNorm(**bn) for _ in widths]
         self.enc_mean = nn.Dense(self.latent_dim, dtype=self.dtype)
         self.enc_logvar = nn.Dense(self.latent_dim, dtype=self.dtype)
@@ -112,10 +113,11 @@ class MaskVAE(nn.Module):
         # Decoder block j maps widths[-1-j] -> widths[-2-j]; the head reads widths[0].
         dec_widths = widths[-2::-1]
         self.dec_convs = [
-            Conv2D(w, 3, kernel_init=conv_kernel_init, dtype=self.dtype)
+            nn.Conv(w, (3, 3), padding="VALID", kernel_init=conv_kernel_init, dtype=self.dtype)
             for w in dec_widths]
         self.dec_bns = [nn.BatchNorm(**bn) for _ in dec_widths]
-        self.dec_out = Conv2D(self.num_classes, 3, kernel_init=conv_kernel_init, dtype=self.dtype)
+        self.dec_out = nn.Conv(self.num_classes, (3, 3), padding="VALID",
+                               kernel_init=conv_kernel_init, dtype=self.dtype)
 
     def encode(self, mask_onehot: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
         """Posterior parameters of z given a mask.
