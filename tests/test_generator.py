@@ -105,10 +105,26 @@ def test_dmn_initial_output_depends_on_the_style_image():
 
 
 def test_dmn_reference_encoder_init_is_selectable_and_names_are_checked():
+    """"reference": N(0, 0.02) kernels and PyTorch's default biases U(+-1/sqrt(fan_in)) on the encoders, the
+    SFT layers and the output conv; "he": zero biases there."""
     image, mask_t, mask_src = small_inputs()
     module = DenseMappingNetwork(**SMALL_DMN, encoder_init="reference")
     params = module.init(jax.random.key(0), image, mask_t, mask_src)["params"]
     assert float(jnp.std(params["enc_style"]["model_0"]["conv"]["kernel"])) == pytest.approx(0.02, rel=0.2)
+    last = 1 + 3 * (SMALL_DMN["n_downsample"] + 1) + SMALL_DMN["n_blocks"] + 3 * SMALL_DMN["n_downsample"] + 1
+    biases = {  # (bias, fan-in of its conv)
+        "label stem 7x7": (params["enc_label"]["model_0"]["conv"]["bias"], 7 * 7 * 19),
+        "style 4x4": (params["enc_style"]["model_1"]["conv"]["bias"], 4 * 4 * SMALL_DMN["encoder_widths"][0]),
+        "SFT 1x1": (params["enc_style"]["sft1"]["scale_conv1"]["bias"], SMALL_DMN["encoder_widths"][2]),
+        "style head 1x1": (params["enc_style"]["model_last_1"]["bias"], SMALL_DMN["encoder_widths"][2]),
+        "output 7x7": (params["up"][f"model_{last}"]["bias"], 7 * 7 * SMALL_DMN["ngf"]),
+    }
+    for where, (bias, fan_in) in biases.items():
+        bound = fan_in ** -0.5
+        assert float(jnp.max(jnp.abs(bias))) <= bound, where
+        assert float(jnp.max(jnp.abs(bias))) > 0.2 * bound, where  # drawn, not left at 0
+    he = DenseMappingNetwork(**SMALL_DMN).init(jax.random.key(0), image, mask_t, mask_src)["params"]
+    assert not jnp.any(he["enc_style"]["sft1"]["scale_conv1"]["bias"]) and not jnp.any(he["up"][f"model_{last}"]["bias"])
     with pytest.raises(ValueError, match="encoder_init='xavier'"):
         DenseMappingNetwork(**SMALL_DMN, encoder_init="xavier").init(jax.random.key(0), image, mask_t, mask_src)
 

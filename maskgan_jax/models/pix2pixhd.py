@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from maskgan_jax.models.layers import Conv2D, Dtype, ReflectConv, UpConv, instance_norm, reflect_pad
+from maskgan_jax.models.layers import BiasInit, Conv2D, Dtype, ReflectConv, UpConv, instance_norm, reflect_pad, zero_bias
 
 
 class Pix2PixHDEncoder(nn.Module):
@@ -39,12 +39,15 @@ class Pix2PixHDDecoder(nn.Module):
 
     Attributes:
       first_index: index of the first transposed conv in the reference nn.Sequential, for names.
+      out_bias_init: the output conv's bias init (the only bias of the path that no InstanceNorm
+        cancels, so the only one whose init changes what the network computes).
     """
 
     ngf: int
     n_upsample: int
     out_channels: int
     first_index: int
+    out_bias_init: BiasInit = zero_bias
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -55,7 +58,8 @@ class Pix2PixHDDecoder(nn.Module):
             x = UpConv(width, dtype=self.dtype, name=f"model_{self.first_index + 3 * i}")(x)
             x = nn.relu(instance_norm(x))
         last = self.first_index + 3 * self.n_upsample + 1
-        return Conv2D(self.out_channels, 7, dtype=self.dtype, name=f"model_{last}")(reflect_pad(x, 3))
+        return Conv2D(self.out_channels, 7, bias_init=self.out_bias_init, dtype=self.dtype,
+                      name=f"model_{last}")(reflect_pad(x, 3))
 
 
 class ResnetBlock(nn.Module):
