@@ -75,8 +75,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # custom VJPs ("fast") on the CPU backend and plain lax ("plain") on GPUs and TPUs.
         layer_forms="auto",
         # encoder_init: "he", or "reference" (N(0, 0.02)): see DenseMappingNetwork.encoder_init.
+        # upsample: "transpose" (the reference's transposed convs) or "resize" (nearest 2x + conv, no
+        # checkerboard; this project's option, off here so the public weights import).
         generator=dict(name="dense_mapping_network", ngf=64, n_downsample=4, n_blocks=4,
-                       encoder_widths=(16, 32, 64), n_encoder_deep=3, encoder_init="he"),
+                       encoder_widths=(16, 32, 64), n_encoder_deep=3, encoder_init="he", upsample="transpose"),
         discriminator=dict(name="multiscale_patchgan", num_d=2, n_layers=3, ndf=64),
         mask_vae=dict(name="mask_vae", latent_dim=1024, base_width=32, max_width=2048),
         blender=dict(name="alpha_blender", ngf=32, n_downsample=3, n_blocks=3),

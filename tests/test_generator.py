@@ -8,6 +8,7 @@ import pytest
 
 from maskgan_jax.models import AlphaBlender, DenseMappingNetwork, one_hot_mask
 from maskgan_jax.models.generator import split_style
+from maskgan_jax.models.layers import ReflectConv, UpConv, upsample_nearest_2x
 
 SMALL_DMN = dict(ngf=4, n_downsample=2, n_blocks=2, encoder_widths=(4, 4, 8), n_encoder_deep=2)
 
@@ -180,3 +181,22 @@ def test_blender_blends_with_alpha_and_has_gradients():
     cancelled = {f"down/model_{i}/bias" for i in (1, 4, 7)} | {"up/model_11/bias", "up/model_14/bias"}
     cancelled |= {"model_10/conv_block_1/conv/bias", "model_10/conv_block_5/conv/bias"}
     assert _zero_grad_paths(grads, tol=1e-6) == cancelled
+
+
+def test_dmn_resize_upsampling_has_the_reference_count_and_no_checkerboard():
+    """upsample="resize" (nearest 2x + reflect-padded 3x3 conv) has the transposed conv's parameter count at
+    reference size; a constant map stays constant through it, where the stride-2 transposed conv stamps its
+    kernel in a 2x2-periodic pattern (the checkerboard)."""
+    image, mask = abstract_inputs(512)
+    module = DenseMappingNetwork(upsample="resize")
+    variables = jax.eval_shape(module.init, jax.random.key(0), image, mask, mask)
+    assert param_count(variables["params"]) == 89_702_595
+    constant = jnp.ones((1, 8, 8, 4), jnp.float32)
+    # The two up-sampling layers Pix2PixHDDecoder chooses between.
+    for layer, x, periodic in ((ReflectConv(4, 3, 1, 1), upsample_nearest_2x(constant), False),
+                               (UpConv(4), constant, True)):
+        out = layer.apply(layer.init(jax.random.key(1), x), x)
+        spread = float(jnp.max(jnp.std(out[:, 2:-2, 2:-2], axis=(1, 2))))  # interior: no border effects
+        assert (spread > 1e-3) == periodic, (type(layer).__name__, spread)
+    with pytest.raises(ValueError, match="upsample='bilinear'"):
+        DenseMappingNetwork(**SMALL_DMN, upsample="bilinear").init(jax.random.key(0), *small_inputs())

@@ -145,6 +145,8 @@ class DenseMappingNetwork(nn.Module):
         N(0, 0.02) kernels, as every conv of it, and PyTorch's default biases; see BIAS_INITS).
         With "reference" the style moves the output by only ~1e-8 at the start and short
         trainings learn to ignore it (see `layers.encoder_kernel_init`).
+      upsample: the backbone's up-sampling, "transpose" (the reference) or "resize" (nearest 2x + conv,
+        no checkerboard); see `Pix2PixHDDecoder`.
       dtype: compute dtype (float32 or bfloat16); parameters and norm statistics stay float32.
     """
 
@@ -155,6 +157,7 @@ class DenseMappingNetwork(nn.Module):
     encoder_widths: tuple[int, int, int] = (16, 32, 64)
     n_encoder_deep: int = 3
     encoder_init: str = "he"
+    upsample: str = "transpose"
     output_channels: int = 3
     dtype: Dtype = jnp.float32
 
@@ -202,6 +205,6 @@ class DenseMappingNetwork(nn.Module):
             x = AdaINResBlock(dtype=self.dtype, name=f"model_{first_block + b}")(
                 x, adain_params[2 * b:2 * b + 2])
         x = Pix2PixHDDecoder(self.ngf, self.n_downsample, self.output_channels,
-                             first_index=first_block + self.n_blocks, out_bias_init=bias_init, dtype=self.dtype,
-                             name="up")(x)
+                             first_index=first_block + self.n_blocks, out_bias_init=bias_init,
+                             upsample=self.upsample, dtype=self.dtype, name="up")(x)
         return jnp.tanh(x)

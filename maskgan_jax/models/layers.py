@@ -18,7 +18,7 @@ from maskgan_jax.ops import adain, conv2d, instance_norm, upsample_conv_transpos
 
 __all__ = ["ENCODER_INITS", "SFT", "BiasInit", "torch_default_bias", "zero_bias", "Conv2D", "ReflectConv", "UpConv", "adain", "conv2d", "conv_kernel_init",
            "edge_pad", "encoder_kernel_init", "instance_norm", "reflect_pad", "torch_default_kernel_init",
-           "upsample_conv_transpose"]
+           "upsample_conv_transpose", "upsample_nearest_2x"]
 
 Dtype = Any
 Initializer = Callable[..., jax.Array]
@@ -166,6 +166,17 @@ class ReflectConv(nn.Module):
         conv = Conv2D(self.features, self.kernel_size, self.strides, 0, kernel_init=self.kernel_init,
                       bias_init=self.bias_init, dtype=self.dtype, name="conv")
         return conv(reflect_pad(x, self.padding))
+
+
+def upsample_nearest_2x(x: jax.Array) -> jax.Array:
+    """Nearest-neighbour x2 upsampling (PyTorch nn.Upsample(scale_factor=2), mode 'nearest').
+
+    Args:
+      x: (N, H, W, C).
+    Returns:
+      (N, 2H, 2W, C); output pixel (i, j) copies input pixel (i // 2, j // 2).
+    """
+    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
 
 
 class UpConv(nn.Module):
