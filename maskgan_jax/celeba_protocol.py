@@ -268,7 +268,7 @@ def run_protocol(generators: dict[str, edit_lib.LoadedGenerator], faces: Faces, 
         records += reconstruction_records(name, results, faces.images, num_resamples, result_features, real_features)
         if parse is not None:
             records += segmentation_records(name, faces.masks, parse(results), num_resamples)
-        if len(targets):
+        if len(targets) and (is_smiling is not None or features is not None):
             for method, edited in zip((name, name + KEEP_SUFFIX), smile_edits(editor, faces, targets, donors)):
                 if is_smiling is not None:
                     records.append(fraction_record(SMILE_TRANSFER, method, SMILING_FRACTION, is_smiling(edited),

@@ -341,7 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--edits", default=",".join(EDIT_KINDS), help="edit kinds, comma-separated")
     parser.add_argument("--resolution", type=int, default=None,
                         help="benchmark resolution (default: the checkpoints'; needed without checkpoints)")
-    parser.add_argument("--batch_size", type=int, default=16, help="edits per compiled generator call")
+    parser.add_argument("--batch_size", type=int, default=16, help="edits per compiled generator call (with --data "
+                        "also images per Inception call)")
     parser.add_argument("--dilation", type=int, default=None, help="keep_unedited dilation (pixels)")
     parser.add_argument("--feather", type=int, default=None, help="keep_unedited feather (pixels)")
     parser.add_argument("--jax_cache_dir", default=cli.DEFAULT_CACHE_DIR,
@@ -355,13 +356,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_features(inception_file: str, skipped: list[str]) -> FeaturesFn | None:
-    """The Inception FeaturesFn of `inception_file`, or None (the reason appended to `skipped`)."""
+def load_features(inception_file: str, skipped: list[str], batch_size: int = 25) -> FeaturesFn | None:
+    """The Inception FeaturesFn of `inception_file` (jitted batches of `batch_size`), or None (the reason
+    appended to `skipped`)."""
     inception_path = paths.as_path(inception_file) if inception_file else None
     if inception_path is not None and inception_path.is_file():
         from maskgan_jax.models import inception
 
-        return inception_features(inception.load_inception_params(str(inception_path)))
+        return inception_features(inception.load_inception_params(str(inception_path)), batch_size)
     skipped.append(f"KID and FID skipped: --inception={inception_file!r} is not a file (make fid-weights, "
                    "then python -m maskgan_jax.convert_inception)")
     return None
@@ -409,7 +411,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     resolution = args.resolution or resolutions.pop()
     skipped = []
     if args.data is not None:
-        return celeba_protocol.main(args, source, generators, load_features(args.inception, skipped), skipped, start)
+        features = load_features(args.inception, skipped, args.batch_size)
+        return celeba_protocol.main(args, source, generators, features, skipped, start)
     parse, parser_note = None, "none"
     if args.parser or args.workdir:
         try:
