@@ -319,7 +319,8 @@ def load_parse_fn(path: str, resolution: int, seed: int, batch_size: int) -> tup
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m maskgan_jax.evaluate",
-                                     description="Ground-truth editing benchmark on held-out synthetic faces.")
+                                     description="Ground-truth editing benchmark on held-out synthetic faces "
+                                                 "(with --data: the CelebAMask-HQ protocol).")
     parser.add_argument("--workdir", help="training workdir: benchmarks its dmn and ebst checkpoints with its "
                                           "parser; results are written here unless --out")
     parser.add_argument("--checkpoints", help="instead of the workdir's: NAME=PATH,NAME=PATH (workdir, phase "

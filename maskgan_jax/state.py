@@ -17,7 +17,8 @@ import ml_collections
 import optax
 
 from maskgan_jax import sharding as sharding_lib
-from maskgan_jax.models import AlphaBlender, AttributeClassifier, DenseMappingNetwork, MaskVAE, MultiScaleDiscriminator, UNet, registry
+from maskgan_jax.models import (AlphaBlender, AttributeClassifier, DenseMappingNetwork, MaskVAE,
+                                MultiScaleDiscriminator, UNet, registry)
 
 # The networks MaskGAN trains, by config block (`config.model.<name>`). The order fixes each
 # network's init key (`init_rng`): append, never reorder.

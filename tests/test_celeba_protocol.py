@@ -134,7 +134,7 @@ def test_open_split_reads_the_split_and_names_each_bad_input(data_dir, tmp_path)
         protocol.open_split(NAME, "validation", str(data_dir))
     with pytest.raises(ValueError, match="celebamask_hq/<config>.*official_512"):
         protocol.open_split("celebamask_hq/official_65", "test", str(data_dir))
-    with pytest.raises(FileNotFoundError, match="(?s)not built.*python -m tfds_celebamask.build .*--config=official_64"):
+    with pytest.raises(FileNotFoundError, match="(?s)not built.*tfds_celebamask.build .*--config=official_64"):
         protocol.open_split("celebamask_hq/official_64", "test", str(tmp_path / "empty"))
     # The command checks the data before it reads any checkpoint.
     with pytest.raises(ValueError, match="no split 'val'"):

@@ -64,7 +64,8 @@ def test_resume_is_exact_in_every_phase(full_run, tmp_path, smoke_data_dir, comp
         assert runs < 6
     assert runs == 5 and not stops
     for phase, names in (("maskvae", ["mask_vae"]), ("dmn", ["generator", "discriminator"]),
-                         ("ebst", ["generator", "discriminator", "blender", "mask_vae"]), ("parser", ["parser", "classifier"])):
+                         ("ebst", ["generator", "discriminator", "blender", "mask_vae"]),
+                         ("parser", ["parser", "classifier"])):
         step_full, full = final_networks(full_run, phase, names)
         step_resumed, resumed = final_networks(tmp_path, phase, names)
         assert step_full == step_resumed == config.phases[phase].num_steps

@@ -10,5 +10,5 @@ from maskgan_jax.models.parser import UNet
 from maskgan_jax.models.registry import REGISTRY, build_network
 from maskgan_jax.models.vgg import VGG19Features, load_vgg19_params
 
-__all__ = ["AlphaBlender", "AttributeClassifier", "DenseMappingNetwork", "MaskVAE", "MultiScaleDiscriminator", "REGISTRY", "UNet",
-           "VGG19Features", "build_network", "load_vgg19_params", "one_hot_mask"]
+__all__ = ["AlphaBlender", "AttributeClassifier", "DenseMappingNetwork", "MaskVAE", "MultiScaleDiscriminator",
+           "REGISTRY", "UNet", "VGG19Features", "build_network", "load_vgg19_params", "one_hot_mask"]
