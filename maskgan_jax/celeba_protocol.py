@@ -22,8 +22,9 @@ generators' resolution. Every generator of the workdir (ebst, dmn) or of --check
    run's attribute classifier (maskgan_jax.classify) finds smiling, beside the classifier on the real
    smiling faces (`real_smiling`: its ceiling) and on the real non-smiling targets (`real_not_smiling`:
    its floor), and its accuracy against the labels of all the faces (`real`); FID of the results against
-   all the real faces (point value: the sets differ, so no paired interval). Each generator also as
-   `+keep_unedited` (the target kept outside the edited region, edit.keep_unedited_alpha).
+   all the real faces (the interval resamples the results and the real faces each on its own). Each
+   generator also as `+keep_unedited` (the target kept outside the edited region,
+   edit.keep_unedited_alpha).
 
 Without a parser, a classifier or Inception weights the figures that need them are skipped, the reason
 in the report. Writes <out>/celeba_protocol.json ({"records": [{"task", "method", "metric", "value",
@@ -193,6 +194,18 @@ def reconstruction_records(method: str, results: np.ndarray, reals: np.ndarray, 
     return records
 
 
+def unpaired_fid_record(task: str, method: str, features: np.ndarray, real_features: np.ndarray,
+                        num_resamples: int) -> dict:
+    """FID of results' features (n1, D) against other faces' (n2, D); the interval resamples each set on
+    its own (edit_scores.fid_resampled_unpaired)."""
+    n1, n2 = len(features), len(real_features)
+    resamples = min(num_resamples, edit_scores.FID_RESAMPLES)
+    counts = edit_scores.resample_counts(n1, resamples, (n1, 4))
+    real_counts = edit_scores.resample_counts(n2, resamples, (n2, 5))
+    return record(task, method, FID, fid.fid_from_features(features, real_features),
+                  edit_scores.fid_resampled_unpaired(features, real_features, counts, real_counts))
+
+
 def segmentation_records(method: str, masks: np.ndarray, parsed: np.ndarray, num_resamples: int) -> list[dict]:
     """Pixel accuracy and mean IoU (metrics.pixel_accuracy / mean_iou of the confusion matrix summed over
     faces, as `maskgan-parse --evaluate`) of `parsed` against `masks` (N, R, R) each, intervals from
@@ -274,8 +287,8 @@ def run_protocol(generators: dict[str, edit_lib.LoadedGenerator], faces: Faces, 
                     records.append(fraction_record(SMILE_TRANSFER, method, SMILING_FRACTION, is_smiling(edited),
                                                    num_resamples))
                 if features is not None and len(edited) >= 2:
-                    records.append(record(SMILE_TRANSFER, method, FID,
-                                          fid.fid_from_features(features(edited), real_features), None))
+                    records.append(unpaired_fid_record(SMILE_TRANSFER, method, features(edited), real_features,
+                                                       num_resamples))
     return records, notes
 
 

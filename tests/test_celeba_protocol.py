@@ -16,7 +16,7 @@ from paint_fixtures import make_workdir
 from smoke_runs import REPO, subprocess_env
 
 from maskgan_jax import celeba_protocol as protocol
-from maskgan_jax import edit, edit_scores, evaluate, metrics
+from maskgan_jax import edit, edit_scores, evaluate, fid, metrics
 from maskgan_jax.models import inception
 from tfds_celebamask import build as build_lib
 from tfds_celebamask import labels
@@ -60,6 +60,21 @@ def test_reconstruction_psnr_of_a_known_error_and_its_interval():
     # Resampled means of 3 faces lie between the smallest and largest face's value.
     assert min(expected) - 1e-9 <= psnr["interval"][0] < psnr["value"] < psnr["interval"][1] <= max(expected) + 1e-9
     assert ssim["value"] < 1.0 and ssim["metric"] == "ssim"
+
+
+def test_unpaired_fid_resamples_equal_the_fid_of_the_drawn_copies():
+    """Each resample's FID is fid.fid_from_features of the sets with every face repeated as often as drawn."""
+    rng = np.random.default_rng(3)
+    results, reals = rng.normal(size=(6, 4)), rng.normal(0.5, 1.5, size=(9, 4))
+    counts = edit_scores.resample_counts(6, 5, (1,))
+    real_counts = edit_scores.resample_counts(9, 5, (2,))
+    resampled = edit_scores.fid_resampled_unpaired(results, reals, counts, real_counts)
+    for value, c1, c2 in zip(resampled, counts, real_counts):
+        expected = fid.fid_from_features(np.repeat(results, c1, axis=0), np.repeat(reals, c2, axis=0))
+        assert value == pytest.approx(expected, rel=1e-6, abs=1e-9)
+    record = protocol.unpaired_fid_record("smile_transfer", "g", results, reals, 100)
+    assert record["value"] == pytest.approx(fid.fid_from_features(results, reals))
+    assert record["interval"][0] < record["interval"][1]
 
 
 def test_segmentation_scores_are_the_parse_evaluation_of_the_summed_confusion():
@@ -212,8 +227,8 @@ def test_protocol_end_to_end_on_the_dummy_data(data_dir, tmp_path, compilation_c
         ("smile_transfer", "real_smiling", "classified_smiling"),
         ("smile_transfer", "real_not_smiling", "classified_smiling"), *smile])
     for r in records:
-        assert r["value"] is not None, r
-        if (r["task"], r["metric"]) != ("smile_transfer", "fid"):  # unpaired sets: a point value only
+        assert r["value"] is not None and r["interval"] is not None, r
+        if (r["task"], r["metric"]) != ("smile_transfer", "fid"):  # 2 results resampled: no interval need hold it
             low, high = r["interval"]
             assert low <= r["value"] <= high, r
     lookup = {key: r["value"] for key, r in zip(keys, records)}
