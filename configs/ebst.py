@@ -85,8 +85,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                     upsample="transpose"),
         # The attribute classifier, trained beside the parser (phase `parser`) on the dataset's attribute
         # labels; the CelebAMask-HQ protocol's judge of smile transfer (maskgan_jax.celeba_protocol).
-        # This project's network (the paper names no classifier): 5 levels to 32x32 at 512.
-        classifier=dict(name="attribute_classifier", attributes=("Smiling",), widths=(16, 32, 64, 128, 256)),
+        # This project's network (the paper names no classifier): a stride-2 stem and 5 levels, 256 to 16
+        # px at 512.
+        classifier=dict(name="attribute_classifier", attributes=("Smiling",), widths=(16, 32, 64, 128, 256),
+                        stem_stride=2),
     ))
 
     # --- objective ------------------------------------------------------------------------------------

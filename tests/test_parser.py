@@ -127,14 +127,14 @@ def test_parser_step_lowers_the_parser_and_classifier_losses_on_a_fixed_batch():
 
 
 def test_classifier_predicts_one_logit_per_attribute_and_refuses_unknown_names():
-    classifier = AttributeClassifier(attributes=("Smiling", "Eyeglasses"), widths=(4, 8))
+    classifier = AttributeClassifier(attributes=("Smiling", "Eyeglasses"), widths=(4, 8), stem_stride=2)
     images = np.zeros((3, 8, 8, 3), np.float32)
     variables = classifier.init(jax.random.key(0), images)
     assert classifier.apply(variables, images).shape == (3, 2)
     with pytest.raises(ValueError, match="Smilling"):
         AttributeClassifier(attributes=("Smilling",)).init(jax.random.key(0), images)
-    with pytest.raises(ValueError, match="multiples of 2"):
-        classifier.init(jax.random.key(0), np.zeros((1, 9, 9, 3), np.float32))
+    with pytest.raises(ValueError, match="multiples of 4"):  # the stem's 2 x one pooling's 2
+        classifier.init(jax.random.key(0), np.zeros((1, 6, 6, 3), np.float32))
 
 
 # ----------------------------------------------------------------------------- metrics
