@@ -176,13 +176,20 @@ def mean_record(task: str, method: str, metric: str, values: np.ndarray, num_res
                   edit_scores.weighted_mean(values, counts))
 
 
+def per_face(metric: Callable[[np.ndarray, np.ndarray], np.ndarray], results: np.ndarray, reals: np.ndarray,
+             chunk: int = 64) -> np.ndarray:
+    """metric(results, reals) -> (N,), computed `chunk` faces at a time: the metrics work in float64, and
+    a whole 512 px test split at once would take ~17 GB per array."""
+    return np.concatenate([metric(results[i:i + chunk], reals[i:i + chunk]) for i in range(0, len(results), chunk)])
+
+
 def reconstruction_records(method: str, results: np.ndarray, reals: np.ndarray, num_resamples: int,
                            features: np.ndarray | None = None, real_features: np.ndarray | None = None) -> list[dict]:
     """PSNR and SSIM of `results` against `reals` (uint8 (N, R, R, 3) each, face i against face i), and
     with features ((N, D) each) FID and KID with paired bootstrap intervals."""
-    psnr = np.minimum(metrics.psnr(results, reals), edit_scores.MAX_PSNR_DB)
+    psnr = np.minimum(per_face(metrics.psnr, results, reals), edit_scores.MAX_PSNR_DB)
     records = [mean_record(RECONSTRUCTION, method, PSNR, psnr, num_resamples),
-               mean_record(RECONSTRUCTION, method, SSIM, metrics.ssim(results, reals), num_resamples)]
+               mean_record(RECONSTRUCTION, method, SSIM, per_face(metrics.ssim, results, reals), num_resamples)]
     if features is not None and real_features is not None and len(results) >= 2:
         n = len(results)
         fid_counts = edit_scores.resample_counts(n, min(num_resamples, edit_scores.FID_RESAMPLES), (n, 2))
@@ -211,10 +218,12 @@ def segmentation_records(method: str, masks: np.ndarray, parsed: np.ndarray, num
     faces, as `maskgan-parse --evaluate`) of `parsed` against `masks` (N, R, R) each, intervals from
     resampling the faces' confusion matrices."""
     n, c = len(masks), labels.NUM_CLASSES
-    per_face = edit_scores.per_face_confusion(masks, parsed, np.ones(masks.shape, bool), c)
+    per_face_confusion = np.concatenate([  # in chunks, as per_face (int64 keys of every pixel)
+        edit_scores.per_face_confusion(masks[i:i + 64], parsed[i:i + 64], np.ones(masks[i:i + 64].shape, bool), c)
+        for i in range(0, n, 64)])
     counts = edit_scores.resample_counts(n, num_resamples, (n, 3))
-    resampled = (counts @ per_face.reshape(n, c * c)).reshape(-1, c, c)
-    total = per_face.sum(axis=0)
+    resampled = (counts @ per_face_confusion.reshape(n, c * c)).reshape(-1, c, c)
+    total = per_face_confusion.sum(axis=0)
     return [record(SEGMENTATION, method, PIXEL_ACCURACY, metrics.pixel_accuracy(total),
                    [metrics.pixel_accuracy(m) for m in resampled]),
             record(SEGMENTATION, method, MEAN_IOU, metrics.mean_iou(total), [metrics.mean_iou(m) for m in resampled])]

@@ -60,6 +60,9 @@ def test_reconstruction_psnr_of_a_known_error_and_its_interval():
     # Resampled means of 3 faces lie between the smallest and largest face's value.
     assert min(expected) - 1e-9 <= psnr["interval"][0] < psnr["value"] < psnr["interval"][1] <= max(expected) + 1e-9
     assert ssim["value"] < 1.0 and ssim["metric"] == "ssim"
+    # Chunked per-face metrics equal the whole batch's.
+    chunked = protocol.per_face(metrics.ssim, results, reals, chunk=2)
+    np.testing.assert_array_equal(chunked, metrics.ssim(results, reals))
 
 
 def test_unpaired_fid_resamples_equal_the_fid_of_the_drawn_copies():
@@ -87,6 +90,13 @@ def test_segmentation_scores_are_the_parse_evaluation_of_the_summed_confusion():
     assert mean_iou["value"] == pytest.approx((3 / 4 + 1 + 1 / 2) / 3)
     perfect = protocol.segmentation_records("g", masks, masks, 50)
     assert [r["value"] for r in perfect] == [1.0, 1.0] and perfect[0]["interval"] == [1.0, 1.0]
+    # More faces than one chunk (64): the same as one confusion matrix over them all.
+    rng = np.random.default_rng(1)
+    masks, parsed = (rng.integers(0, labels.NUM_CLASSES, (70, 4, 4)).astype(np.uint8) for _ in range(2))
+    confusion = metrics.confusion_matrix(masks, parsed, labels.NUM_CLASSES)
+    accuracy, mean_iou = protocol.segmentation_records("g", masks, parsed, 50)
+    assert accuracy["value"] == pytest.approx(metrics.pixel_accuracy(confusion))
+    assert mean_iou["value"] == pytest.approx(metrics.mean_iou(confusion))
 
 
 def test_classifier_accuracy_on_known_labels():
