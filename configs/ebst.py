@@ -85,6 +85,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # The reference's face-parsing U-Net (feature_scale 4); InstanceNorm for its BatchNorm (see UNet.norm).
         parser=dict(name="unet", widths=(16, 32, 64, 128, 256), convs_per_level=2, norm="instance", groups=8,
                     upsample="transpose"),
+        # The attribute classifier, trained beside the parser (phase `parser`) on the dataset's attribute
+        # labels; the CelebAMask-HQ protocol's judge of smile transfer (maskgan_jax.celeba_protocol).
+        # This project's network (the paper names no classifier): a stride-2 stem and 5 levels, 256 to 16
+        # px at 512.
+        classifier=dict(name="attribute_classifier", attributes=("Smiling",), widths=(16, 32, 64, 128, 256),
+                        stem_stride=2),
     ))
 
     # --- objective ------------------------------------------------------------------------------------
@@ -93,9 +99,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # G and G_B (DMN, EBST stage 2): pix2pixHD's adversarial + 10 feature matching + 10 perceptual.
         # MaskVAE: cross-entropy + 1e-5 KL. l1 (to the target image) is not in the paper.
         # Parser: pixel-wise cross-entropy, as the reference's face parser; soft Dice is ours (off).
+        # Attribute classifier: binary cross-entropy of each attribute.
         weights=dict(adversarial=1.0, feature_matching=10.0, perceptual=10.0, l1=0.0,
                      cross_entropy=1.0, kl=1e-5, parser_cross_entropy=1.0, parser_dice=0.0,
-                     parser_lovasz=0.0),
+                     parser_lovasz=0.0, classifier_cross_entropy=1.0),
         # The parser's cross-entropy weighs each pixel by (its class's fraction of the batch)^-power:
         # 0 = plain (the reference); > 0 lifts small parts (eyes, brows, lips, earrings).
         parser_class_balance=0.0,
@@ -185,6 +192,7 @@ def _quickstart(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     # the reference's widths (the full-resolution level costs most), soft Dice and class-balanced
     # cross-entropy for the small parts, a higher rate with Adam's usual b1.
     config.model.parser.widths = (8, 16, 32, 64, 128)
+    config.model.classifier.widths = (8, 16, 32, 64)
     config.loss.weights.parser_dice = 1.0
     config.loss.parser_class_balance = 0.5
     _set_phase(config.phases.parser, 1_000, 3e-3, 50, 250, 500)
@@ -212,6 +220,7 @@ def _smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _set_phase(config.phases.dmn, 4, 1e-3, 2, 4, 2)
     _set_phase(config.phases.ebst, 4, 1e-3, 2, 4, 2)
     config.model.parser.widths = (4, 8, 8)
+    config.model.classifier.widths = (4, 8)
     _set_phase(config.phases.parser, 4, 1e-3, 2, 4, 2)
     for phase in config.phases.values():
         # The gradient of a bias that a following normalisation cancels is rounding noise, which

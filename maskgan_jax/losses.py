@@ -205,3 +205,12 @@ def lovasz_softmax_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
     per_class_loss = jax.vmap(per_class, in_axes=1)(onehot, probabilities)
     present = (jnp.sum(onehot, axis=0) > 0).astype(jnp.float32)
     return jnp.sum(per_class_loss * present) / jnp.maximum(jnp.sum(present), 1.0)
+
+
+def attribute_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Binary cross-entropy of attribute logits (N, A) against labels (N, A) in {0, 1}: the mean over
+    N*A of -log sigmoid(logit) where present, -log(1 - sigmoid(logit)) where absent."""
+    if labels.shape != logits.shape:
+        raise ValueError(f"attribute_cross_entropy: labels shape {labels.shape} must equal logits shape "
+                         f"{logits.shape}")
+    return jnp.mean(optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), labels.astype(jnp.float32)))

@@ -8,6 +8,7 @@ logged. Adding a loss is one function here (or in `losses`), one registry line, 
     GENERATOR_TERMS  G in DMN training / EBST stage 1, G_B = {G_A, B} in EBST stage 2
     MASK_VAE_TERMS   MaskVAE pretraining
     PARSER_TERMS     the face parser
+    CLASSIFIER_TERMS the attribute classifier (trained beside the parser)
 
 The discriminator's LSGAN loss has no weight to choose (pix2pixHD's 0.5 * (real + fake)), so it is
 not an objective here.
@@ -125,7 +126,20 @@ PARSER_TERMS: dict[str, Callable[[ParserInputs], jax.Array]] = {
     "parser_lovasz": lambda x: losses.lovasz_softmax_loss(x.logits, x.labels),
 }
 
-ALL_TERMS = (*GENERATOR_TERMS, *MASK_VAE_TERMS, *PARSER_TERMS)
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierInputs:
+    """logits: (N, A) the classifier's attribute logits; labels: (N, A) the attributes, 1 present, 0 absent."""
+
+    logits: jax.Array
+    labels: jax.Array
+
+
+CLASSIFIER_TERMS: dict[str, Callable[[ClassifierInputs], jax.Array]] = {
+    "classifier_cross_entropy": lambda x: losses.attribute_cross_entropy(x.logits, x.labels),
+}
+
+ALL_TERMS = (*GENERATOR_TERMS, *MASK_VAE_TERMS, *PARSER_TERMS, *CLASSIFIER_TERMS)
 
 
 def check_weights(weights: Mapping[str, float]) -> None:

@@ -17,11 +17,12 @@ import ml_collections
 import optax
 
 from maskgan_jax import sharding as sharding_lib
-from maskgan_jax.models import AlphaBlender, DenseMappingNetwork, MaskVAE, MultiScaleDiscriminator, UNet, registry
+from maskgan_jax.models import (AlphaBlender, AttributeClassifier, DenseMappingNetwork, MaskVAE,
+                                MultiScaleDiscriminator, UNet, registry)
 
 # The networks MaskGAN trains, by config block (`config.model.<name>`). The order fixes each
 # network's init key (`init_rng`): append, never reorder.
-NETWORKS = ("generator", "discriminator", "mask_vae", "blender", "parser")
+NETWORKS = ("generator", "discriminator", "mask_vae", "blender", "parser", "classifier")
 
 
 @flax.struct.dataclass
@@ -52,6 +53,7 @@ class Networks:
     mask_vae: MaskVAE
     blender: AlphaBlender
     parser: UNet
+    classifier: AttributeClassifier
 
 
 def build_networks(config: ml_collections.ConfigDict) -> Networks:

@@ -38,7 +38,7 @@ def test_total_is_the_weighted_sum_in_registry_order_and_zero_terms_are_skipped(
 def test_every_term_has_a_weight_and_every_weight_a_term():
     config = ebst.get_config()
     assert set(config.loss.weights) == (set(objective.GENERATOR_TERMS) | set(objective.MASK_VAE_TERMS)
-                                        | set(objective.PARSER_TERMS))
+                                        | set(objective.PARSER_TERMS) | set(objective.CLASSIFIER_TERMS))
     with pytest.raises(ValueError, match=r"unknown terms \['style'\], missing terms \[\]"):
         objective.check_weights(_weights(style=1.0))
     weights = _weights()

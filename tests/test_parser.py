@@ -11,7 +11,7 @@ from configs import ebst
 from maskgan_jax import losses, metrics, objective, parse, train
 from maskgan_jax import state as state_lib
 from maskgan_jax import steps as steps_lib
-from maskgan_jax.models import UNet, registry
+from maskgan_jax.models import AttributeClassifier, UNet, registry
 from tfds_celebamask import labels, synthetic
 
 # ----------------------------------------------------------------------------- the network
@@ -91,29 +91,50 @@ def test_parser_objective_weights_its_terms():
 # ----------------------------------------------------------------------------- the step
 
 
-def test_parser_step_lowers_the_loss_on_a_fixed_batch():
+def test_parser_step_lowers_the_parser_and_classifier_losses_on_a_fixed_batch():
     config = ebst.get_config("smoke")
     config.loss.parser_class_balance = 0.5
     config.loss.weights.parser_dice = 1.0
     config.phases.parser.update(dict(num_steps=100, learning_rate=1e-2))  # no decay within the 6 steps
     networks = state_lib.build_networks(config)
-    tx = state_lib.optimizer(config.phases.parser)
-    variables = state_lib.init_variables("parser", networks, config, state_lib.init_rng("parser", config))
-    states = {"parser": state_lib.new_net_state(variables, tx)}
-    image, label_map = synthetic.render(*synthetic.sample_face(synthetic.face_rng(5, 0)), config.resolution)
-    batch = {"image": np.repeat(image[None].astype(np.float32) / 127.5 - 1.0, 2, axis=0),
-             "mask": np.repeat(label_map[None].astype(np.int32), 2, axis=0)}
+    tx, classifier_tx = state_lib.optimizer(config.phases.parser), state_lib.optimizer(config.phases.parser)
+    states = {name: state_lib.new_net_state(state_lib.init_variables(name, networks, config,
+                                                                     state_lib.init_rng(name, config)), t)
+              for name, t in (("parser", tx), ("classifier", classifier_tx))}
+    faces = [synthetic.render(*synthetic.sample_face(synthetic.face_rng(5, i)), config.resolution) for i in (0, 1)]
+    batch = {"image": np.stack([image.astype(np.float32) / 127.5 - 1.0 for image, _ in faces]),
+             "mask": np.stack([label_map.astype(np.int32) for _, label_map in faces])}
     batch["mask_ref"] = batch["mask"]
-    step = jax.jit(steps_lib.make_parser_step(networks, config, tx))
+    smiling = labels.ATTRIBUTE_NAMES.index("Smiling")
+    batch["attributes"] = np.zeros((2, len(labels.ATTRIBUTE_NAMES)), np.int32)
+    batch["attributes"][0, smiling] = 1  # one smiling face, one not: the classifier's labels differ
+    step = jax.jit(steps_lib.make_parser_step(networks, config, tx, classifier_tx))
     guard = steps_lib.Guard.create()
-    totals = []
+    totals, classifier_totals = [], []
     for i in range(6):
         states, guard, step_metrics = step(states, guard, batch, i, None)
         totals.append(float(step_metrics["parser/total"]))
-    assert sorted(step_metrics) == ["parser/grad_norm", "parser/learning_rate", "parser/parser_cross_entropy",
+        classifier_totals.append(float(step_metrics["classifier/total"]))
+    assert sorted(step_metrics) == ["classifier/accuracy", "classifier/classifier_cross_entropy",
+                                    "classifier/grad_norm", "classifier/learning_rate", "classifier/total",
+                                    "parser/grad_norm", "parser/learning_rate", "parser/parser_cross_entropy",
                                     "parser/parser_dice", "parser/pixel_accuracy", "parser/total"]
     assert int(guard.first_bad_step) == -1
     assert all(b < a for a, b in zip(totals, totals[1:])) and totals[-1] < 0.9 * totals[0], totals
+    assert classifier_totals[-1] < classifier_totals[0], classifier_totals
+    # The classifier's labels are the batch's 'Smiling' column.
+    np.testing.assert_array_equal(np.asarray(steps_lib.attribute_labels(config, batch["attributes"])), [[1], [0]])
+
+
+def test_classifier_predicts_one_logit_per_attribute_and_refuses_unknown_names():
+    classifier = AttributeClassifier(attributes=("Smiling", "Eyeglasses"), widths=(4, 8), stem_stride=2)
+    images = np.zeros((3, 8, 8, 3), np.float32)
+    variables = classifier.init(jax.random.key(0), images)
+    assert classifier.apply(variables, images).shape == (3, 2)
+    with pytest.raises(ValueError, match="Smilling"):
+        AttributeClassifier(attributes=("Smilling",)).init(jax.random.key(0), images)
+    with pytest.raises(ValueError, match="multiples of 4"):  # the stem's 2 x one pooling's 2
+        classifier.init(jax.random.key(0), np.zeros((1, 6, 6, 3), np.float32))
 
 
 # ----------------------------------------------------------------------------- metrics
