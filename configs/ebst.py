@@ -106,6 +106,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # The parser's cross-entropy weighs each pixel by (its class's fraction of the batch)^-power:
         # 0 = plain (the reference); > 0 lifts small parts (eyes, brows, lips, earrings).
         parser_class_balance=0.0,
+        # The same for the MaskVAE's cross-entropy (0: the reference's plain cross-entropy).
+        mask_vae_class_balance=0.0,
         # pix2pixHD VGGLoss weights of relu1_1, relu2_1, relu3_1, relu4_1, relu5_1.
         perceptual_layer_weights=(1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0),
         # Local .npz from `python -m maskgan_jax.convert_vgg19` (Keras h5 or torchvision weights);

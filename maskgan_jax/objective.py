@@ -88,16 +88,29 @@ GENERATOR_TERMS: dict[str, Callable[[GeneratorInputs], jax.Array]] = {
 @dataclasses.dataclass(frozen=True)
 class MaskVAEInputs:
     """logits: (N, H, W, C) decoded mask logits; labels: (N, H, W) int targets in [0, C);
-    mean, logvar: (N, Z) the posterior."""
+    mean, logvar: (N, Z) the posterior; class_balance: the exponent of the cross-entropy's class-balancing
+    weights (config.loss.mask_vae_class_balance; 0: every pixel counts the same, as the reference)."""
 
     logits: jax.Array
     labels: jax.Array
     mean: jax.Array
     logvar: jax.Array
+    class_balance: float = 0.0
+
+    def cross_entropy(self) -> jax.Array:
+        return balanced_cross_entropy(self.logits, self.labels, self.class_balance)
+
+
+def balanced_cross_entropy(logits: jax.Array, labels: jax.Array, class_balance: float) -> jax.Array:
+    """Pixel-wise cross-entropy, each pixel weighted by its class's batch fraction^-class_balance (0: plain)."""
+    if class_balance == 0:
+        return losses.mask_cross_entropy(logits, labels)
+    weights = losses.class_balance_weights(labels, logits.shape[-1], class_balance)
+    return losses.weighted_mask_cross_entropy(logits, labels, weights)
 
 
 MASK_VAE_TERMS: dict[str, Callable[[MaskVAEInputs], jax.Array]] = {
-    "cross_entropy": lambda x: losses.mask_cross_entropy(x.logits, x.labels),
+    "cross_entropy": MaskVAEInputs.cross_entropy,
     "kl": lambda x: losses.kl_to_standard_normal(x.mean, x.logvar),
 }
 
@@ -114,10 +127,7 @@ class ParserInputs:
     class_balance: float = 0.0
 
     def cross_entropy(self) -> jax.Array:
-        if self.class_balance == 0:
-            return losses.mask_cross_entropy(self.logits, self.labels)
-        weights = losses.class_balance_weights(self.labels, self.logits.shape[-1], self.class_balance)
-        return losses.weighted_mask_cross_entropy(self.logits, self.labels, weights)
+        return balanced_cross_entropy(self.logits, self.labels, self.class_balance)
 
 
 PARSER_TERMS: dict[str, Callable[[ParserInputs], jax.Array]] = {

@@ -111,8 +111,8 @@ def _step_rng(seed: int, step: jax.Array, stream: int) -> jax.Array:
 
 def make_maskvae_step(networks: Networks, config: ml_collections.ConfigDict,
                       tx: optax.GradientTransformation, phase: str = "maskvae") -> Step:
-    """MaskVAE pretraining: objective.MASK_VAE_TERMS (pixel-wise cross-entropy, KL(q(z|M) || N(0, I)))
-    weighted by config.loss.weights."""
+    """MaskVAE pretraining: objective.MASK_VAE_TERMS (pixel-wise cross-entropy, class-balanced by
+    config.loss.mask_vae_class_balance; KL(q(z|M) || N(0, I))) weighted by config.loss.weights."""
     vae = networks.mask_vae
     schedule = _schedule(config, phase)
 
@@ -127,7 +127,8 @@ def make_maskvae_step(networks: Networks, config: ml_collections.ConfigDict,
                 rngs={"reparam": _step_rng(config.seed, step, 0)}, mutable=["batch_stats"])
             total, terms = objective.weighted_terms(
                 objective.MASK_VAE_TERMS, config.loss.weights,
-                objective.MaskVAEInputs(logits=logits, labels=batch["mask"], mean=mean, logvar=logvar))
+                objective.MaskVAEInputs(logits=logits, labels=batch["mask"], mean=mean, logvar=logvar,
+                                        class_balance=config.loss.mask_vae_class_balance))
             accuracy = jnp.mean((jnp.argmax(logits, -1) == batch["mask"]).astype(jnp.float32))
             return total, (terms, accuracy, updated["batch_stats"])
 

@@ -58,6 +58,23 @@ def test_mask_vae_objective_is_cross_entropy_plus_weighted_kl():
     assert float(total) == pytest.approx(float(cross_entropy) + 0.1 * 2.0, rel=1e-6)
 
 
+def test_mask_vae_cross_entropy_class_balance_lifts_the_rare_class():
+    """class_balance 0 is the plain mean; 0.5 weighs each pixel by its class's fraction^-0.5: a one-pixel class
+    among four pixels counts sqrt(4 / 1) / sqrt(4 / 3) = sqrt(3) times a three-pixel class's pixel."""
+    logits = jnp.zeros((1, 2, 2, 3)).at[..., 1].set(2.0)
+    labels = jnp.array([[[1, 1], [1, 2]]], jnp.int32)  # class 2 (one pixel) is predicted badly
+    inputs = lambda power: objective.MaskVAEInputs(logits=logits, labels=labels, mean=jnp.zeros((1, 4)),
+                                                   logvar=jnp.zeros((1, 4)), class_balance=power)
+    good, bad = -jnp.log(jnp.exp(2.0) / (jnp.exp(2.0) + 2.0)), -jnp.log(1.0 / (jnp.exp(2.0) + 2.0))
+    plain = objective.MASK_VAE_TERMS["cross_entropy"](inputs(0.0))
+    assert float(plain) == pytest.approx(float(3 * good + bad) / 4, rel=1e-6)
+    balanced = objective.MASK_VAE_TERMS["cross_entropy"](inputs(0.5))
+    w_common, w_rare = (3 / 4) ** -0.5, (1 / 4) ** -0.5
+    expected = (3 * w_common * good + w_rare * bad) / (3 * w_common + w_rare)
+    assert float(balanced) == pytest.approx(float(expected), rel=1e-6)
+    assert float(balanced) > float(plain)
+
+
 def test_perceptual_weight_without_vgg_weights_is_a_clear_error():
     inputs = objective.GeneratorInputs(
         condition=None, real=jnp.zeros((1, 4, 4, 3)), fake=jnp.zeros((1, 4, 4, 3)), discriminator=None,
