@@ -22,13 +22,16 @@ def _phase(num_steps: int, learning_rate: float, log_every: int, image_every: in
     """One training phase: its length, optimiser (Adam) and schedule, and its intervals."""
     return ml_collections.ConfigDict(dict(
         num_steps=num_steps,
-        # Adam with pix2pixHD's betas; constant, then linear decay to 0 over the last
-        # `decay_fraction` of the phase (pix2pixHD: the second half).
+        # Adam with pix2pixHD's betas; a linear warmup over the first `warmup_fraction` of the
+        # phase (pix2pixHD: none), constant, then a decay to 0 of `decay_shape` ('linear' or
+        # 'cosine') over the last `decay_fraction` (pix2pixHD: linear over the second half).
         learning_rate=learning_rate,
         b1=0.5,
         b2=0.999,
         eps=1e-8,
+        warmup_fraction=0.0,
         decay_fraction=0.5,
+        decay_shape="linear",
         log_every_steps=log_every,
         image_every_steps=image_every,
         checkpoint_every_steps=checkpoint_every,
