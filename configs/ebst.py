@@ -84,8 +84,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         mask_vae=dict(name="mask_vae", latent_dim=1024, base_width=32, max_width=2048),
         blender=dict(name="alpha_blender", ngf=32, n_downsample=3, n_blocks=3),
         # The reference's face-parsing U-Net (feature_scale 4); InstanceNorm for its BatchNorm (see UNet.norm).
+        # layer_forms: "inherit" (the run's, above) or one of them for the parser alone.
         parser=dict(name="unet", widths=(16, 32, 64, 128, 256), convs_per_level=2, norm="instance", groups=8,
-                    upsample="transpose"),
+                    upsample="transpose", layer_forms="inherit"),
     ))
 
     # --- objective ------------------------------------------------------------------------------------
