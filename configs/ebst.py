@@ -188,7 +188,7 @@ def _quickstart(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     # cross-entropy for the small parts, a higher rate with Adam's usual b1.
     config.model.parser.widths = (8, 16, 32, 64, 128)
     # Plain lax layers for this narrow parser: the same maths as the fast XLA:CPU forms, and faster in
-    # wall time per step in both timing runs (README, "The face parser"). 1,600 steps: about the 4
+    # wall time per step in all three timing runs (README, "The face parser"). 1,600 steps: about the 4
     # minutes of an idle 2-core CPU by the former default's 149 s per 1,000 (0.970 / 0.684 held-out
     # pixel accuracy / mean IoU after 2,400 steps; the mean rises with the examples seen).
     config.model.parser.layer_forms = "plain"
