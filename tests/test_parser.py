@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from configs import ebst
-from maskgan_jax import losses, metrics, objective, parse, train
+from maskgan_jax import losses, metrics, objective, ops, parse, train
 from maskgan_jax import state as state_lib
 from maskgan_jax import steps as steps_lib
 from maskgan_jax.models import AttributeClassifier, UNet, registry
@@ -46,6 +46,24 @@ def test_unet_options_are_checked():
         module = UNet(widths=(4, 8), upsample=upsample, norm="none")
         variables = module.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
         assert module.apply(variables, jnp.zeros((2, 8, 8, 3))).shape == (2, 8, 8, 19)
+    with pytest.raises(ValueError, match="UNet.layer_forms: expected 'inherit' or one of .* got 'fastest'"):
+        jax.eval_shape(lambda: UNet(layer_forms="fastest").init(jax.random.key(0), jnp.zeros((1, 16, 16, 3))))
+
+
+def test_unet_layer_forms_choose_the_computation_not_the_result():
+    """'plain' traces lax convs without the fast forms' custom VJPs, whatever the caller's forms, and
+    computes the same logits as 'fast' and 'inherit'."""
+    image = jax.random.uniform(jax.random.key(1), (2, 16, 16, 3), minval=-1.0, maxval=1.0)
+    variables = UNet(widths=(4, 8, 8)).init(jax.random.key(0), image)
+    logits, custom_vjps = {}, {}
+    for forms in ("inherit", "fast", "plain"):
+        module = UNet(widths=(4, 8, 8), layer_forms=forms)
+        with ops.layer_forms("fast"):
+            logits[forms] = module.apply(variables, image)
+            custom_vjps[forms] = str(jax.make_jaxpr(module.apply)(variables, image)).count("custom_vjp")
+    assert custom_vjps["plain"] == 0 and custom_vjps["fast"] == custom_vjps["inherit"] > 0
+    np.testing.assert_allclose(logits["plain"], logits["fast"], atol=1e-4)
+    np.testing.assert_array_equal(logits["inherit"], logits["fast"])
 
 
 # ----------------------------------------------------------------------------- losses and objective
