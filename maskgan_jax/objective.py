@@ -42,7 +42,9 @@ class GeneratorInputs:
     condition: one-hot mask (N, H, W, C) the images should follow. real, fake: (N, H, W, 3) float32
     in [-1, 1]; gradients flow to `fake`. discriminator / d_params: D and its (fixed) parameters.
     vgg / vgg_params: the frozen VGG19 (params None: no weights loaded). perceptual_layer_weights:
-    per-layer weights of the perceptual term.
+    per-layer weights of the perceptual term. given_discriminator_outputs: D's outputs on (condition,
+    real) and (condition, fake) computed by the caller (the training steps share them with D's loss;
+    gradients then flow to the fake outputs, not through D); None: D runs here when a term needs it.
     """
 
     condition: jax.Array
@@ -53,10 +55,13 @@ class GeneratorInputs:
     vgg: VGG19Features
     vgg_params: Any
     perceptual_layer_weights: tuple[float, ...]
+    given_discriminator_outputs: tuple[Any, Any] | None = None
 
     @functools.cached_property
     def discriminator_outputs(self) -> tuple[Any, Any]:
         """D's multi-scale outputs on (condition, real) and (condition, fake), computed once."""
+        if self.given_discriminator_outputs is not None:
+            return self.given_discriminator_outputs
         apply = functools.partial(self.discriminator.apply, {"params": self.d_params})
         real = apply(discriminator_input(self.condition, self.real))
         return real, apply(discriminator_input(self.condition, self.fake))

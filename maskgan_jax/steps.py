@@ -17,7 +17,6 @@ checkpoint intervals and stops the run (see `train.py`), so no checkpoint ever h
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 from collections.abc import Callable
 
@@ -147,28 +146,56 @@ def make_maskvae_step(networks: Networks, config: ml_collections.ConfigDict,
 # ----------------------------------------------------------------------------------------- GAN
 
 
-def _generator_objective(networks: Networks, config: ml_collections.ConfigDict, d_params: Any,
-                         condition: jax.Array, real: jax.Array, fake: jax.Array,
+def _generator_objective(networks: Networks, config: ml_collections.ConfigDict, condition: jax.Array,
+                         real: jax.Array, fake: jax.Array, discriminator_outputs: tuple[Any, Any],
                          vgg_params: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Section 3's objective for G: objective.GENERATOR_TERMS weighted by config.loss.weights.
 
-    condition: one-hot mask (N,H,W,C) the images should follow; real/fake: (N,H,W,3) in [-1, 1].
+    condition: one-hot mask (N,H,W,C) the images should follow; real/fake: (N,H,W,3) in [-1, 1];
+    discriminator_outputs: D's outputs on (condition, real) and (condition, fake).
     Returns (total, {term: unweighted value}).
     """
     dtype = registry.compute_dtype(config.model.compute_dtype)
     inputs = objective.GeneratorInputs(
-        condition=condition, real=real, fake=fake, discriminator=networks.discriminator, d_params=d_params,
+        condition=condition, real=real, fake=fake, discriminator=networks.discriminator, d_params=None,
         vgg=objective.vgg_for(config, dtype), vgg_params=vgg_params,
-        perceptual_layer_weights=tuple(config.loss.perceptual_layer_weights))
+        perceptual_layer_weights=tuple(config.loss.perceptual_layer_weights),
+        given_discriminator_outputs=discriminator_outputs)
     return objective.weighted_terms(objective.GENERATOR_TERMS, config.loss.weights, inputs)
 
 
-def _discriminator_loss(networks: Networks, d_params: Any, condition: jax.Array, real: jax.Array,
-                        fake: jax.Array) -> jax.Array:
-    apply = functools.partial(networks.discriminator.apply, {"params": d_params})
-    real_outputs = apply(objective.discriminator_input(condition, real))
-    fake_outputs = apply(objective.discriminator_input(condition, jax.lax.stop_gradient(fake)))
-    return losses.lsgan_discriminator_loss(real_outputs, fake_outputs)
+def _gan_gradients(networks: Networks, config: ml_collections.ConfigDict, render: Callable[[Any], jax.Array],
+                   gen_params: Any, d_params: Any, condition: jax.Array, real: jax.Array, vgg_params: Any
+                   ) -> tuple[jax.Array, tuple[jax.Array, dict[str, jax.Array], Any], tuple[jax.Array, Any]]:
+    """Both GAN losses and their gradients from one forward of the generator and one of D per input.
+
+    pix2pixHD computes G's loss (D fixed) and D's loss (on stop_gradient(fake)) with the same D, so
+    D's outputs on (condition, real) and (condition, fake) have the same values in both: each is
+    computed once here, and each loss pulls its own cotangents back through them (G's through D's
+    input, D's to its parameters). The gradients are those of the two separate losses.
+
+    render: gen_params -> fake (N,H,W,3) float32 in [-1, 1]; condition: one-hot (N,H,W,C);
+    real: (N,H,W,3) float32 in [-1, 1].
+    Returns (fake, (g_total, g_terms, gen_grads), (d_total, d_grads)).
+    """
+    fake, render_pullback = jax.vjp(render, gen_params)
+    apply = lambda p, x: networks.discriminator.apply({"params": p}, objective.discriminator_input(condition, x))
+    real_outputs, real_pullback = jax.vjp(lambda p: apply(p, real), d_params)
+    fake_outputs, fake_pullback = jax.vjp(apply, d_params, fake)
+
+    def g_loss_fn(fake, fake_outputs):
+        return _generator_objective(networks, config, condition, real, fake, (real_outputs, fake_outputs),
+                                    vgg_params)
+
+    (g_total, g_terms), (d_fake, d_fake_outputs) = jax.value_and_grad(g_loss_fn, argnums=(0, 1), has_aux=True)(
+        fake, fake_outputs)
+    if config.loss.weights.adversarial or config.loss.weights.feature_matching:
+        d_fake = d_fake + fake_pullback(d_fake_outputs)[1]  # the adversarial terms' path through D
+    (gen_grads,) = render_pullback(d_fake)
+    d_total, (d_real_outputs, d_fake_outputs) = jax.value_and_grad(losses.lsgan_discriminator_loss, argnums=(0, 1))(
+        real_outputs, fake_outputs)
+    d_grads = jax.tree_util.tree_map(jnp.add, real_pullback(d_real_outputs)[0], fake_pullback(d_fake_outputs)[0])
+    return fake, (g_total, g_terms, gen_grads), (d_total, d_grads)
 
 
 def make_dmn_step(networks: Networks, config: ml_collections.ConfigDict, g_tx: optax.GradientTransformation,
@@ -184,16 +211,13 @@ def make_dmn_step(networks: Networks, config: ml_collections.ConfigDict, g_tx: o
     def step_fn(states, guard, batch, step, vgg_params):
         image = batch["image"]
         mask = one_hot_mask(batch["mask"], config.num_classes)
-        d_params = states["discriminator"].params
 
-        def g_loss_fn(g_params):
-            fake = g.apply({"params": g_params}, image, mask, mask).astype(jnp.float32)
-            total, terms = _generator_objective(networks, config, d_params, mask, image, fake, vgg_params)
-            return total, (terms, fake)
+        def render(g_params):
+            return g.apply({"params": g_params}, image, mask, mask).astype(jnp.float32)
 
-        (g_total, (g_terms, fake)), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(states["generator"].params)
-        d_total, d_grads = jax.value_and_grad(
-            lambda p: _discriminator_loss(networks, p, mask, image, fake))(d_params)
+        fake, (g_total, g_terms, g_grads), (d_total, d_grads) = _gan_gradients(
+            networks, config, render, states["generator"].params, states["discriminator"].params, mask, image,
+            vgg_params)
         learning_rate = schedule(step)
         new = {**states,
                "generator": _apply_gradients(states["generator"], g_grads, g_tx, learning_rate),
@@ -265,18 +289,14 @@ def make_ebst_stage2_step(networks: Networks, config: ml_collections.ConfigDict,
                                        batch["mask_ref"])
         inter_onehot = one_hot_mask(inter, config.num_classes)
         outer_onehot = one_hot_mask(outer, config.num_classes)
-        d_params = states["discriminator"].params
 
-        def gb_loss_fn(gb_params):
+        def render(gb_params):
             g_params, b_params = gb_params
-            _, _, blend = blend_edits(networks, g_params, b_params, image, mask, inter_onehot, outer_onehot)
-            total, terms = _generator_objective(networks, config, d_params, mask, image, blend, vgg_params)
-            return total, (terms, blend)
+            return blend_edits(networks, g_params, b_params, image, mask, inter_onehot, outer_onehot)[2]
 
         gb_params = (states["generator"].params, states["blender"].params)
-        (gb_total, (terms, blend)), (g_grads, b_grads) = jax.value_and_grad(gb_loss_fn, has_aux=True)(gb_params)
-        d_total, d_grads = jax.value_and_grad(
-            lambda p: _discriminator_loss(networks, p, mask, image, blend))(d_params)
+        blend, (gb_total, terms, (g_grads, b_grads)), (d_total, d_grads) = _gan_gradients(
+            networks, config, render, gb_params, states["discriminator"].params, mask, image, vgg_params)
         learning_rate = schedule(step)
         gb, gb_opt_state = apply_updates(
             {"generator": gb_params[0], "blender": gb_params[1]}, states["blender"].opt_state,

@@ -9,7 +9,7 @@ from maskgan_jax import runtime
 
 
 def _run(code: str, **env: str) -> str:
-    environment = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
+    environment = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS", "GLIBC_TUNABLES")}
     environment.update(env)
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
                             env=environment, check=True)
@@ -63,3 +63,23 @@ def test_setup_after_the_backend_started_changes_nothing():
 
 def test_the_test_suite_runs_with_the_flag():
     assert runtime.YNN_FLAG in os.environ["XLA_FLAGS"]  # tests/conftest.py calls setup()
+
+
+def test_no_entry_point_sets_allocator_tunables():
+    """setup() leaves GLIBC_TUNABLES alone, and the DMN benchmark runs in that same environment (it
+    once re-executed itself with allocator settings that main.py and the CLIs never had)."""
+    code = """
+        import os
+        from maskgan_jax import runtime
+        runtime.setup()
+        print(repr(os.environ.get("GLIBC_TUNABLES")))
+    """
+    assert _run(code, JAX_PLATFORMS="cpu") == "None"
+    benchmark = """
+        from maskgan_jax.benchmarks import dmn_speed
+        dmn_speed.main(["--sizes", "32", "--repeats", "1", "--warmup", "0", "--passes", "fwd", "--no-torch",
+                        "--matmul-size", "64"])
+    """
+    out = _run(benchmark, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1")
+    assert f"XLA_FLAGS='{runtime.YNN_FLAG}={runtime.YNN_VALUE}'; GLIBC_TUNABLES=''" in out
+    assert "| JAX fast forms | 32x32 | fwd |" in out

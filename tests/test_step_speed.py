@@ -36,3 +36,14 @@ def test_accelerator_peaks_are_looked_up_by_device_kind():
     assert common.accelerator_peak_gflops(Device(), "float32") is None
     Device.device_kind = "cpu"
     assert common.accelerator_peak_gflops(Device(), "bfloat16") is None
+
+
+def test_set_overrides_name_config_fields():
+    args = step_speed.parse_args(["--variants=smoke", "--matmul_size=64", "--set",
+                                  "model.generator.nonexistent_width=3"])
+    try:
+        step_speed.run(args)
+    except KeyError as error:
+        assert "model.generator.nonexistent_width" in str(error)
+    else:
+        raise AssertionError("an override of a field that does not exist was accepted")

@@ -20,10 +20,9 @@ measured in the same run, next to a PyTorch baseline.
   --torch-threads threads (forward under torch.no_grad()). Otherwise the baseline recorded for
   the issue is printed, marked as not measured in this run.
 
-On Linux the script re-executes itself once with GLIBC_TUNABLES set to the allocator settings
-below (huge pages, no mmap/trim for large buffers), unless GLIBC_TUNABLES is already set or
---keep-allocator is given: on XLA:CPU first-touch page faults of fresh buffers otherwise cost
-~10% of a step.
+It runs in the environment every entry point gets from `runtime.setup()` (no allocator settings of
+its own: GLIBC_TUNABLES huge pages and no mmap/trim gave no measurable gain, README "Running at
+scale"); the table's header prints XLA_FLAGS and any GLIBC_TUNABLES the user set.
 """
 
 from __future__ import annotations
@@ -31,7 +30,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import platform
 import statistics
 import sys
 import time
@@ -47,11 +45,6 @@ from maskgan_jax.benchmarks.common import cost_gflop, matmul_function, time_once
 from maskgan_jax.models import one_hot_mask, registry
 from maskgan_jax.ops import LAYER_FORMS, layer_forms
 from tfds_celebamask.labels import NUM_CLASSES
-
-# glibc malloc: back large buffers with huge pages and keep freed memory in the heap, so that the
-# big activation buffers of each step are not page-faulted in afresh.
-GLIBC_TUNABLES_VALUE = "glibc.malloc.hugetlb=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
-_REEXEC_MARKER = "MASKGAN_JAX_BENCH_REEXECUTED"
 
 # The issue's baseline: the public PyTorch generator on the 2-core development machine, 2 threads,
 # seconds (forward, forward+backward) by image size.
@@ -93,8 +86,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--matmul-size", type=int, default=2048, help="side of the fp32 reference matmul")
     parser.add_argument("--torch-threads", type=int, default=2, help="torch.set_num_threads for the baseline")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch baseline measurement")
-    parser.add_argument("--keep-allocator", action="store_true",
-                        help="do not re-execute with the GLIBC_TUNABLES allocator settings")
     args = parser.parse_args(argv)
     args.variants = [v for v in args.variants.split(",") if v]
     args.passes = [p for p in args.passes.split(",") if p]
@@ -106,16 +97,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--repeats must be >= 1, --warmup >= 0 and every size a positive multiple of 32 "
                      f"(got repeats={args.repeats}, warmup={args.warmup}, sizes={args.sizes})")
     return args
-
-
-def reexec_with_allocator_settings(argv: Sequence[str]) -> None:
-    """Re-executes this module with GLIBC_TUNABLES set (Linux/glibc only; never twice)."""
-    if (platform.system() != "Linux" or "GLIBC_TUNABLES" in os.environ or os.environ.get(_REEXEC_MARKER)
-            or platform.libc_ver()[0] != "glibc"):
-        return
-    env = dict(os.environ, GLIBC_TUNABLES=GLIBC_TUNABLES_VALUE, **{_REEXEC_MARKER: "1"})
-    sys.stdout.flush()
-    os.execve(sys.executable, [sys.executable, "-m", "maskgan_jax.benchmarks.dmn_speed", *argv], env)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -357,8 +338,6 @@ def format_table(rows: Sequence[Timing], matmul_gflops: float, repeats: int) -> 
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    if not args.keep_allocator:
-        reexec_with_allocator_settings(argv)
     runtime.setup()
     device = jax.devices(args.backend)[0] if args.backend else jax.devices()[0]
     dtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32

@@ -3,6 +3,8 @@ r"""Speed of every phase's full training step: MaskVAE, DMN, EBST stage 1 and EB
     python -m maskgan_jax.benchmarks.step_speed                       # quickstart and paper sizes, CPU defaults
     python -m maskgan_jax.benchmarks.step_speed --variants=paper --resolutions=256,512 \
         --dtypes=float32,bfloat16 --batches=1,2,4,8                   # an accelerator's full table
+    python -m maskgan_jax.benchmarks.step_speed --variants=quickstart --batches=8 \
+        --set model.generator.ngf=32 --set model.discriminator.ndf=32  # other model shapes
 
 Each step is the one training runs (`train.compile_steps`: the jitted, sharded step with its
 donated state, the objective of the config, both optimiser updates), on fresh networks of the
@@ -130,7 +132,7 @@ def run(args: argparse.Namespace) -> tuple[list[Row], float | None, jax.Device]:
     matmul_seconds = []
     rows = []
     for variant in args.variants:
-        base = load_config(f"{args.config}:{VARIANTS[variant]}", [])
+        base = load_config(f"{args.config}:{VARIANTS[variant]}", args.set)
         for resolution in args.resolutions or [base.resolution]:
             for dtype in args.dtypes:
                 for per_device in args.batches:
@@ -189,6 +191,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--dtypes", type=_csv(str), default=["float32"], help="float32,bfloat16")
     parser.add_argument("--batches", type=_csv(int), default=[1], help="per-device batch sizes")
     parser.add_argument("--phases", type=_csv(str), default=list(PHASE_STAGES), help="maskvae,dmn,ebst")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="config override for every variant, e.g. --set model.generator.ngf=32 (repeatable)")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per step (median)")
     parser.add_argument("--matmul_size", type=int, default=2048, help="CPU baseline: n x n fp32 matmul")
     parser.add_argument("--input_pipeline", action="store_true", help="also time the input pipeline")
