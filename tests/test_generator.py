@@ -125,7 +125,8 @@ def test_dmn_reference_encoder_init_is_selectable_and_names_are_checked():
         assert float(jnp.max(jnp.abs(bias))) <= bound, where
         assert float(jnp.max(jnp.abs(bias))) > 0.2 * bound, where  # drawn, not left at 0
     he = DenseMappingNetwork(**SMALL_DMN).init(jax.random.key(0), image, mask_t, mask_src)["params"]
-    assert not jnp.any(he["enc_style"]["sft1"]["scale_conv1"]["bias"]) and not jnp.any(he["up"][f"model_{last}"]["bias"])
+    assert not jnp.any(he["enc_style"]["sft1"]["scale_conv1"]["bias"])
+    assert not jnp.any(he["up"][f"model_{last}"]["bias"])
     with pytest.raises(ValueError, match="encoder_init='xavier'"):
         DenseMappingNetwork(**SMALL_DMN, encoder_init="xavier").init(jax.random.key(0), image, mask_t, mask_src)
 

@@ -16,7 +16,8 @@ import jax.numpy as jnp
 
 from maskgan_jax.ops import adain, conv2d, instance_norm, upsample_conv_transpose
 
-__all__ = ["ENCODER_INITS", "SFT", "BiasInit", "torch_default_bias", "zero_bias", "Conv2D", "ReflectConv", "UpConv", "adain", "conv2d", "conv_kernel_init",
+__all__ = ["ENCODER_INITS", "SFT", "BiasInit", "torch_default_bias", "zero_bias",
+           "Conv2D", "ReflectConv", "UpConv", "adain", "conv2d", "conv_kernel_init",
            "edge_pad", "encoder_kernel_init", "instance_norm", "reflect_pad", "torch_default_kernel_init",
            "upsample_conv_transpose", "upsample_nearest_2x"]
 
