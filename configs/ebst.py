@@ -112,6 +112,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         parser_class_balance=0.0,
         # The same for the MaskVAE's cross-entropy (0: the reference's plain cross-entropy).
         mask_vae_class_balance=0.0,
+        # The same for the generator's L1 term, by the classes of the mask it follows (0: plain L1).
+        l1_class_balance=0.0,
         # pix2pixHD VGGLoss weights of relu1_1, relu2_1, relu3_1, relu4_1, relu5_1.
         perceptual_layer_weights=(1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0),
         # Local .npz from `python -m maskgan_jax.convert_vgg19` (Keras h5 or torchvision weights);

@@ -27,6 +27,19 @@ def l1(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.mean(jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32)))
 
 
+def weighted_l1(a: jax.Array, b: jax.Array, weights: jax.Array) -> jax.Array:
+    """Mean absolute difference, each pixel weighted: sum_p w_p mean_c |a - b| / sum_p w_p.
+
+    a, b: (N, H, W, C) of one shape; weights: (N, H, W) >= 0, not all 0. Equal weights give `l1`.
+    """
+    if a.shape != b.shape or weights.shape != a.shape[:-1]:
+        raise ValueError(f"weighted_l1: a {a.shape} and b {b.shape} must match, weights {weights.shape} must "
+                         "be their shape without the channel axis")
+    per_pixel = jnp.mean(jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32)), axis=-1)
+    weights = weights.astype(jnp.float32)
+    return jnp.sum(weights * per_pixel) / jnp.sum(weights)
+
+
 def _check_scales(real_outputs: MultiScaleOutputs, fake_outputs: MultiScaleOutputs) -> None:
     real_layers = [len(scale) for scale in real_outputs]
     fake_layers = [len(scale) for scale in fake_outputs]

@@ -42,7 +42,9 @@ class GeneratorInputs:
     condition: one-hot mask (N, H, W, C) the images should follow. real, fake: (N, H, W, 3) float32
     in [-1, 1]; gradients flow to `fake`. discriminator / d_params: D and its (fixed) parameters.
     vgg / vgg_params: the frozen VGG19 (params None: no weights loaded). perceptual_layer_weights:
-    per-layer weights of the perceptual term. given_discriminator_outputs: D's outputs on (condition,
+    per-layer weights of the perceptual term. l1_class_balance: the exponent of the L1 term's
+    class-balancing weights over `condition`'s classes (config.loss.l1_class_balance; 0: every pixel
+    counts the same). given_discriminator_outputs: D's outputs on (condition,
     real) and (condition, fake) computed by the caller (the training steps share them with D's loss;
     gradients then flow to the fake outputs, not through D); None: D runs here when a term needs it.
     """
@@ -56,6 +58,7 @@ class GeneratorInputs:
     vgg_params: Any
     perceptual_layer_weights: tuple[float, ...]
     given_discriminator_outputs: tuple[Any, Any] | None = None
+    l1_class_balance: float = 0.0
 
     @functools.cached_property
     def discriminator_outputs(self) -> tuple[Any, Any]:
@@ -65,6 +68,13 @@ class GeneratorInputs:
         apply = functools.partial(self.discriminator.apply, {"params": self.d_params})
         real = apply(discriminator_input(self.condition, self.real))
         return real, apply(discriminator_input(self.condition, self.fake))
+
+    def l1(self) -> jax.Array:
+        if self.l1_class_balance == 0:
+            return losses.l1(self.fake, self.real)
+        labels = jnp.argmax(self.condition, axis=-1)
+        weights = losses.class_balance_weights(labels, self.condition.shape[-1], self.l1_class_balance)
+        return losses.weighted_l1(self.fake, self.real, weights)
 
     def perceptual(self) -> jax.Array:
         if self.vgg_params is None:
@@ -85,7 +95,7 @@ def _feature_matching(x: GeneratorInputs) -> jax.Array:
 GENERATOR_TERMS: dict[str, Callable[[GeneratorInputs], jax.Array]] = {
     "adversarial": _adversarial,
     "feature_matching": _feature_matching,
-    "l1": lambda x: losses.l1(x.fake, x.real),
+    "l1": GeneratorInputs.l1,
     "perceptual": GeneratorInputs.perceptual,
 }
 

@@ -160,7 +160,7 @@ def _generator_objective(networks: Networks, config: ml_collections.ConfigDict, 
         condition=condition, real=real, fake=fake, discriminator=networks.discriminator, d_params=None,
         vgg=objective.vgg_for(config, dtype), vgg_params=vgg_params,
         perceptual_layer_weights=tuple(config.loss.perceptual_layer_weights),
-        given_discriminator_outputs=discriminator_outputs)
+        given_discriminator_outputs=discriminator_outputs, l1_class_balance=float(config.loss.l1_class_balance))
     return objective.weighted_terms(objective.GENERATOR_TERMS, config.loss.weights, inputs)
 
 

@@ -66,6 +66,26 @@ def test_unet_layer_forms_choose_the_computation_not_the_result():
     np.testing.assert_array_equal(logits["inherit"], logits["fast"])
 
 
+def test_flip_averaged_parsing_is_mirror_equivariant_and_off_is_the_plain_argmax():
+    """With flip averaging the parse of a mirrored face is the mirrored parse with left and right classes
+    swapped (a property a single pass lacks); without it, parsing is the argmax of one pass's logits."""
+    module = UNet(widths=(4, 8))
+    face = jax.random.randint(jax.random.key(1), (2, 16, 16, 3), 0, 256).astype(jnp.uint8)
+    variables = module.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
+    # Every parameter perturbed (biases included), so a single pass is visibly not mirror-symmetric.
+    params = jax.tree_util.tree_map(lambda x: x + 0.3 * jax.random.normal(jax.random.key(2), x.shape),
+                                    variables["params"])
+    swap = jnp.asarray(labels.flip_permutation())
+    averaged = parse.parse_images(module, params, face)
+    averaged_mirror = parse.parse_images(module, params, face[:, :, ::-1])
+    np.testing.assert_array_equal(averaged_mirror, swap[averaged[:, :, ::-1]])
+    single = parse.parse_images(module, params, face, flip_average=False)
+    single_mirror = parse.parse_images(module, params, face[:, :, ::-1], flip_average=False)
+    assert not np.array_equal(single_mirror, swap[single[:, :, ::-1]])
+    logits = module.apply({"params": params}, face.astype(jnp.float32) / 127.5 - 1.0)
+    np.testing.assert_array_equal(single, jnp.argmax(logits, axis=-1))
+
+
 # ----------------------------------------------------------------------------- losses and objective
 
 
@@ -285,6 +305,8 @@ def test_evaluate_on_held_out_faces(trained, compilation_cache, capsys):
                        f"--jax_cache_dir={compilation_cache}"]) == 0
     printed = capsys.readouterr().out
     assert "pixel accuracy" in printed and "mean IoU" in printed and "l_eye" in printed
+    assert parse.main([f"--checkpoint={trained}", "--evaluate", "--num_faces=3", "--no-flip_average",
+                       f"--jax_cache_dir={compilation_cache}"]) == 0
     parser = parse.Parser(parse.load_parser(trained), batch_size=4)
     scores = parse.evaluate(parser, num_faces=3)
     assert 0.0 <= scores["mean_iou"] <= scores["pixel_accuracy"] + 1.0 and 0.0 <= scores["pixel_accuracy"] <= 1.0
