@@ -211,6 +211,37 @@ def fid_resampled(features: np.ndarray, truth_features: np.ndarray, counts: np.n
     return np.array(values)
 
 
+def fid_resampled_unpaired(features: np.ndarray, reference_features: np.ndarray, counts: np.ndarray,
+                           reference_counts: np.ndarray) -> np.ndarray:
+    """FID of results (n1, D) against a different reference set (n2, D), each resampled on its own:
+    (B, n1) and (B, n2) counts -> float64 (B,). The Gram form of fid_resampled with the two sets' own
+    weights: Tr sqrtm(S1 S2) is the nuclear norm of the weighted, centred cross Gram matrix (n1 x n2)."""
+    grams = {(1, 1): features @ features.T, (2, 2): reference_features @ reference_features.T,
+             (1, 2): features @ reference_features.T}
+    values = []
+    for draw1, draw2 in zip(counts, reference_counts):
+        drawn = {1: draw1 > 0, 2: draw2 > 0}
+        c = {1: draw1[drawn[1]].astype(np.float64), 2: draw2[drawn[2]].astype(np.float64)}
+        m = {k: v.sum() for k, v in c.items()}
+        raw = {(a, b): gram[np.ix_(drawn[a], drawn[b])] for (a, b), gram in grams.items()}
+        centred = {(a, b): _centred_cross_gram(gram, c[a], c[b]) for (a, b), gram in raw.items()}
+        traces = sum(float(c[k] @ np.diag(centred[k, k])) / (m[k] - 1) for k in (1, 2))
+        cross = np.sqrt(c[1] / (m[1] - 1))[:, None] * centred[1, 2] * np.sqrt(c[2] / (m[2] - 1))[None, :]
+        square = cross @ cross.T if cross.shape[0] <= cross.shape[1] else cross.T @ cross
+        nuclear = np.sqrt(np.clip(np.linalg.eigvalsh(square), 0.0, None)).sum()
+        mean_term = (c[1] @ raw[1, 1] @ c[1] / m[1] ** 2 + c[2] @ raw[2, 2] @ c[2] / m[2] ** 2
+                     - 2 * c[1] @ raw[1, 2] @ c[2] / (m[1] * m[2]))
+        values.append(mean_term + traces - 2.0 * nuclear)
+    return np.array(values)
+
+
+def _centred_cross_gram(gram: np.ndarray, counts_a: np.ndarray, counts_b: np.ndarray) -> np.ndarray:
+    """(f_i - mu_a) . (g_j - mu_b) from the Gram matrix f_i . g_j (n_a, n_b), mu the count-weighted means."""
+    m_a, m_b = counts_a.sum(), counts_b.sum()
+    return (gram - (gram @ counts_b)[:, None] / m_b - (counts_a @ gram)[None, :] / m_a
+            + counts_a @ gram @ counts_b / (m_a * m_b))
+
+
 def _centred_gram(gram: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """(f_i - mu_a) . (g_j - mu_b) from the Gram matrix f_i . g_j (n, n), mu = the count-weighted means."""
     m = counts.sum()

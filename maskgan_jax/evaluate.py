@@ -34,6 +34,11 @@ Writes <out>/edit_benchmark.json ({"records": [{"method", "edit", "region", "met
 <out>/edit_benchmark.md (the tables and tiers, also printed) and <out>/edit_benchmark_examples.png
 (one example per kind: target | target mask | wanted mask | truth | painters | each model, plain
 and composited), and prints its own run time.
+
+With --data (a TFDS name, e.g. celebamask_hq/official_512; --split, default test; --data_dir;
+--num_faces) it runs the paper's protocol on that CelebAMask-HQ split instead: reconstruction
+FID / KID / PSNR / SSIM, segmentation of the reconstructions by the parser, and smile transfer judged
+by the run's attribute classifier (maskgan_jax.celeba_protocol).
 """
 
 from __future__ import annotations
@@ -314,7 +319,8 @@ def load_parse_fn(path: str, resolution: int, seed: int, batch_size: int) -> tup
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m maskgan_jax.evaluate",
-                                     description="Ground-truth editing benchmark on held-out synthetic faces.")
+                                     description="Ground-truth editing benchmark on held-out synthetic faces "
+                                                 "(with --data: the CelebAMask-HQ protocol).")
     parser.add_argument("--workdir", help="training workdir: benchmarks its dmn and ebst checkpoints with its "
                                           "parser; results are written here unless --out")
     parser.add_argument("--checkpoints", help="instead of the workdir's: NAME=PATH,NAME=PATH (workdir, phase "
@@ -336,12 +342,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--edits", default=",".join(EDIT_KINDS), help="edit kinds, comma-separated")
     parser.add_argument("--resolution", type=int, default=None,
                         help="benchmark resolution (default: the checkpoints'; needed without checkpoints)")
-    parser.add_argument("--batch_size", type=int, default=16, help="edits per compiled generator call")
+    parser.add_argument("--batch_size", type=int, default=16, help="edits per compiled generator call (with --data "
+                        "also images per Inception call)")
     parser.add_argument("--dilation", type=int, default=None, help="keep_unedited dilation (pixels)")
     parser.add_argument("--feather", type=int, default=None, help="keep_unedited feather (pixels)")
     parser.add_argument("--jax_cache_dir", default=cli.DEFAULT_CACHE_DIR,
                         help="persistent compilation cache ('' turns it off)")
+    parser.add_argument("--data", default=None,
+                        help="TFDS name, e.g. celebamask_hq/official_512: run the CelebAMask-HQ protocol on it "
+                             "instead of the synthetic benchmark (maskgan_jax.celeba_protocol)")
+    parser.add_argument("--split", default="test", help="--data: the TFDS split")
+    parser.add_argument("--data_dir", default=None, help="--data: the TFDS data dir (default: TFDS's)")
+    parser.add_argument("--num_faces", type=int, default=None, help="--data: the first this many faces (default: all)")
     return parser
+
+
+def load_features(inception_file: str, skipped: list[str], batch_size: int = 25) -> FeaturesFn | None:
+    """The Inception FeaturesFn of `inception_file` (jitted batches of `batch_size`), or None (the reason
+    appended to `skipped`)."""
+    inception_path = paths.as_path(inception_file) if inception_file else None
+    if inception_path is not None and inception_path.is_file():
+        from maskgan_jax.models import inception
+
+        return inception_features(inception.load_inception_params(str(inception_path)), batch_size)
+    skipped.append(f"KID and FID skipped: --inception={inception_file!r} is not a file (make fid-weights, "
+                   "then python -m maskgan_jax.convert_inception)")
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -357,8 +383,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--realism_per_edit={args.realism_per_edit}: KID needs at least 2 faces per kind")
     if args.bootstrap < 10:
         parser.error(f"--bootstrap={args.bootstrap}: at least 10 resamples")
+    if args.data is not None and not (args.workdir or args.checkpoints):
+        parser.error("--data needs checkpoints to evaluate: give --workdir or --checkpoints")
+    if args.num_faces is not None and args.num_faces < 1:
+        parser.error(f"--num_faces={args.num_faces}: at least 1")
     start = time.perf_counter()
     runtime.enable_compilation_cache(args.jax_cache_dir)
+    if args.data is not None:  # a wrong name, split or data dir fails before any checkpoint is read
+        from maskgan_jax import celeba_protocol
+
+        source = celeba_protocol.open_split(args.data, args.split, args.data_dir)
     if args.checkpoints:
         sources = {name: (path, None) for name, path in parse_checkpoints(args.checkpoints).items()}
     elif args.workdir:
@@ -377,6 +411,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"the checkpoints differ in resolution: {sorted(resolutions)}")
     resolution = args.resolution or resolutions.pop()
     skipped = []
+    if args.data is not None:
+        features = load_features(args.inception, skipped, args.batch_size)
+        return celeba_protocol.main(args, source, generators, features, skipped, start)
     parse, parser_note = None, "none"
     if args.parser or args.workdir:
         try:
@@ -387,15 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             skipped.append(f"mask following skipped: {error} (give --parser)")
     else:
         skipped.append("mask following skipped: no --parser and no --workdir")
-    features = None
-    inception_path = paths.as_path(args.inception) if args.inception else None
-    if inception_path is not None and inception_path.is_file():
-        from maskgan_jax.models import inception
-
-        features = inception_features(inception.load_inception_params(str(inception_path)))
-    else:
-        skipped.append(f"KID and FID skipped: --inception={args.inception!r} is not a file (make fid-weights, "
-                       "then python -m maskgan_jax.convert_inception)")
+    features = load_features(args.inception, skipped)
     edits = [e.strip() for e in args.edits.split(",") if e.strip()]
     named = [m.strip() for m in args.realism_methods.split(",") if m.strip()]
     realism_methods = [m + suffix for m in named for suffix in ("", KEEP_SUFFIX)] or None

@@ -3,7 +3,8 @@
     python -m maskgan_jax.export --checkpoint=RUN --out=DIR [--phase=ebst|dmn]
 
 DIR holds one checkpoint step with the generator's params, the MaskVAE's params and BatchNorm
-statistics and the face parser's params when the run has them, and the run's config: no optimiser
+statistics, the face parser's and the attribute classifier's params when the run has them, and the
+run's config: no optimiser
 state, no discriminator, no blender, no data iterator (a few MB instead of a whole step directory).
 Everything that loads a run loads DIR: `maskgan-edit --checkpoint=DIR`, `maskgan-parse
 --checkpoint=DIR`, `maskgan_jax.load_editor(DIR, parser=DIR)`. --checkpoint and --out take any
@@ -36,10 +37,10 @@ def collect_items(checkpoint: str | os.PathLike, phase: str | None = None) -> tu
     """The networks of a run to export: (items, config JSON, step, notes).
 
     items: {'generator': {'params'}, and when present 'mask_vae': {'params', 'batch_stats'},
-    'parser': {'params'}}, as NumPy. config: the generator checkpoint's stored config, as stored.
-    step: the generator's step. notes: what was absent, for the summary.
+    'parser': {'params'}, 'classifier': {'params'}}, as NumPy. config: the generator checkpoint's stored
+    config, as stored. step: the generator's step. notes: what was absent, for the summary.
     """
-    from maskgan_jax import parse  # parse imports edit; only the exporter needs both
+    from maskgan_jax import classify, parse  # they import edit; only the exporter needs them all
 
     loaded = edit.load_generator(checkpoint, phase)
     config = json.loads((loaded.step_dir / edit.CONFIG_ITEM / "metadata").read_text())
@@ -55,6 +56,10 @@ def collect_items(checkpoint: str | os.PathLike, phase: str | None = None) -> tu
         items[parse.PARSER_ITEM] = {"params": _on_host(face_parser.params)}
     except FileNotFoundError:
         notes.append("no parser")
+    try:
+        items[classify.CLASSIFIER_ITEM] = {"params": _on_host(classify.load_classifier(checkpoint).params)}
+    except FileNotFoundError:
+        notes.append("no attribute classifier")
     return items, config, int(loaded.step_dir.name), notes
 
 

@@ -4,7 +4,7 @@ Data flow, per process:
     tfds.data_source(name, split)                    ArrayRecord, random access
     -> grain IndexSampler: this process's shard, shuffled with `shuffle_seed`, repeated forever
     -> RandomFlip (optional): per-example seeded horizontal flip that also swaps left/right labels
-    -> ToModelInputs: image float32 [-1, 1], mask int32 (H, W)
+    -> ToModelInputs: image float32 [-1, 1], mask int32 (H, W), attributes int32 (40,) in {0, 1}
     -> Batch(per-process batch, drop_remainder=True)
     -> global jax.Arrays: jax.make_array_from_process_local_data(NamedSharding(mesh, P(data_axis)))
     -> mask_ref = the global mask batch rolled by one (see `GlobalBatchIterator`).
@@ -47,7 +47,7 @@ import tensorflow_datasets as tfds
 
 import tfds_celebamask
 from maskgan_jax.sharding import DATA_AXIS
-from tfds_celebamask.labels import flip_example
+from tfds_celebamask.labels import ATTRIBUTE_NAMES, flip_example
 
 tfds_celebamask.register()  # tfds.data_source finds celebamask_hq by name
 
@@ -80,14 +80,24 @@ class RandomFlip(grain.transforms.RandomMap):
 
 
 class ToModelInputs(grain.transforms.Map):
-    """TFDS example -> {'image': float32 (H, W, 3) in [-1, 1], 'mask': int32 (H, W) in [0, 19)}."""
+    """TFDS example -> {'image': float32 (H, W, 3) in [-1, 1], 'mask': int32 (H, W) in [0, 19),
+    'attributes': int32 (40,) in {0, 1}, labels.ATTRIBUTE_NAMES order (1: present)}."""
 
     def map(self, element: dict[str, Any]) -> dict[str, np.ndarray]:
         image = element["image"].astype(np.float32) / np.float32(127.5) - np.float32(1)  # 255 -> 1 exactly
         mask = np.asarray(element["mask"], np.int32)
         if mask.ndim == 3:  # TFDS masks are (H, W, 1)
             mask = mask[..., 0]
-        return {"image": image, "mask": np.ascontiguousarray(mask)}
+        return {"image": image, "mask": np.ascontiguousarray(mask), "attributes": attribute_vector(element)}
+
+
+def attribute_vector(element: dict[str, Any]) -> np.ndarray:
+    """The example's 40 attributes ({name: bool} in TFDS) as int32 (40,) in {0, 1}, ATTRIBUTE_NAMES order."""
+    attributes = element.get("attributes")
+    if attributes is None:
+        raise KeyError(f"the example has no 'attributes' (keys: {sorted(element)}); the attribute classifier "
+                       "needs the CelebAMask-HQ builder's 40 attributes")
+    return np.array([bool(attributes[name]) for name in ATTRIBUTE_NAMES], np.int32)
 
 
 # ----------------------------------------------------------------------------- per process
@@ -115,7 +125,8 @@ def create_data_loader(
 ) -> grain.DataLoader:
     """A grain DataLoader of this shard's batches, as NumPy.
 
-    Each batch: {'image': float32 (b, H, W, 3) in [-1, 1], 'mask': int32 (b, H, W)}, with
+    Each batch: {'image': float32 (b, H, W, 3) in [-1, 1], 'mask': int32 (b, H, W), 'attributes': int32
+    (b, 40)}, with
     b = config.batch_size // shard_options.shard_count. Endless (repeats the split), shuffled
     with config.shuffle_seed; shards are contiguous, equal, disjoint pieces of the split.
     """
@@ -228,7 +239,8 @@ class GlobalBatchIterator:
     """Endless iterator of global training batches, checkpointable with grain/Orbax.
 
     `next()` returns {'image': float32 (B, H, W, 3) in [-1, 1], 'mask': int32 (B, H, W),
-    'mask_ref': int32 (B, H, W)}, all sharded NamedSharding(mesh, P(data_axis)).
+    'mask_ref': int32 (B, H, W), 'attributes': int32 (B, 40) in {0, 1}}, all sharded
+    NamedSharding(mesh, P(data_axis)).
 
     mask_ref[i] = mask[(i - 1) mod B]: the global batch rolled by one, so each example's
     reference mask belongs to another example of the batch, hence another face: a shuffled

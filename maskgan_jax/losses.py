@@ -27,6 +27,19 @@ def l1(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.mean(jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32)))
 
 
+def weighted_l1(a: jax.Array, b: jax.Array, weights: jax.Array) -> jax.Array:
+    """Mean absolute difference, each pixel weighted: sum_p w_p mean_c |a - b| / sum_p w_p.
+
+    a, b: (N, H, W, C) of one shape; weights: (N, H, W) >= 0, not all 0. Equal weights give `l1`.
+    """
+    if a.shape != b.shape or weights.shape != a.shape[:-1]:
+        raise ValueError(f"weighted_l1: a {a.shape} and b {b.shape} must match, weights {weights.shape} must "
+                         "be their shape without the channel axis")
+    per_pixel = jnp.mean(jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32)), axis=-1)
+    weights = weights.astype(jnp.float32)
+    return jnp.sum(weights * per_pixel) / jnp.sum(weights)
+
+
 def _check_scales(real_outputs: MultiScaleOutputs, fake_outputs: MultiScaleOutputs) -> None:
     real_layers = [len(scale) for scale in real_outputs]
     fake_layers = [len(scale) for scale in fake_outputs]
@@ -205,3 +218,12 @@ def lovasz_softmax_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
     per_class_loss = jax.vmap(per_class, in_axes=1)(onehot, probabilities)
     present = (jnp.sum(onehot, axis=0) > 0).astype(jnp.float32)
     return jnp.sum(per_class_loss * present) / jnp.maximum(jnp.sum(present), 1.0)
+
+
+def attribute_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Binary cross-entropy of attribute logits (N, A) against labels (N, A) in {0, 1}: the mean over
+    N*A of -log sigmoid(logit) where present, -log(1 - sigmoid(logit)) where absent."""
+    if labels.shape != logits.shape:
+        raise ValueError(f"attribute_cross_entropy: labels shape {labels.shape} must equal logits shape "
+                         f"{logits.shape}")
+    return jnp.mean(optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), labels.astype(jnp.float32)))

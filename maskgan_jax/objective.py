@@ -8,6 +8,7 @@ logged. Adding a loss is one function here (or in `losses`), one registry line, 
     GENERATOR_TERMS  G in DMN training / EBST stage 1, G_B = {G_A, B} in EBST stage 2
     MASK_VAE_TERMS   MaskVAE pretraining
     PARSER_TERMS     the face parser
+    CLASSIFIER_TERMS the attribute classifier (trained beside the parser)
 
 The discriminator's LSGAN loss has no weight to choose (pix2pixHD's 0.5 * (real + fake)), so it is
 not an objective here.
@@ -41,7 +42,9 @@ class GeneratorInputs:
     condition: one-hot mask (N, H, W, C) the images should follow. real, fake: (N, H, W, 3) float32
     in [-1, 1]; gradients flow to `fake`. discriminator / d_params: D and its (fixed) parameters.
     vgg / vgg_params: the frozen VGG19 (params None: no weights loaded). perceptual_layer_weights:
-    per-layer weights of the perceptual term. given_discriminator_outputs: D's outputs on (condition,
+    per-layer weights of the perceptual term. l1_class_balance: the exponent of the L1 term's
+    class-balancing weights over `condition`'s classes (config.loss.l1_class_balance; 0: every pixel
+    counts the same). given_discriminator_outputs: D's outputs on (condition,
     real) and (condition, fake) computed by the caller (the training steps share them with D's loss;
     gradients then flow to the fake outputs, not through D); None: D runs here when a term needs it.
     """
@@ -55,6 +58,7 @@ class GeneratorInputs:
     vgg_params: Any
     perceptual_layer_weights: tuple[float, ...]
     given_discriminator_outputs: tuple[Any, Any] | None = None
+    l1_class_balance: float = 0.0
 
     @functools.cached_property
     def discriminator_outputs(self) -> tuple[Any, Any]:
@@ -64,6 +68,13 @@ class GeneratorInputs:
         apply = functools.partial(self.discriminator.apply, {"params": self.d_params})
         real = apply(discriminator_input(self.condition, self.real))
         return real, apply(discriminator_input(self.condition, self.fake))
+
+    def l1(self) -> jax.Array:
+        if self.l1_class_balance == 0:
+            return losses.l1(self.fake, self.real)
+        labels = jnp.argmax(self.condition, axis=-1)
+        weights = losses.class_balance_weights(labels, self.condition.shape[-1], self.l1_class_balance)
+        return losses.weighted_l1(self.fake, self.real, weights)
 
     def perceptual(self) -> jax.Array:
         if self.vgg_params is None:
@@ -84,7 +95,7 @@ def _feature_matching(x: GeneratorInputs) -> jax.Array:
 GENERATOR_TERMS: dict[str, Callable[[GeneratorInputs], jax.Array]] = {
     "adversarial": _adversarial,
     "feature_matching": _feature_matching,
-    "l1": lambda x: losses.l1(x.fake, x.real),
+    "l1": GeneratorInputs.l1,
     "perceptual": GeneratorInputs.perceptual,
 }
 
@@ -92,16 +103,29 @@ GENERATOR_TERMS: dict[str, Callable[[GeneratorInputs], jax.Array]] = {
 @dataclasses.dataclass(frozen=True)
 class MaskVAEInputs:
     """logits: (N, H, W, C) decoded mask logits; labels: (N, H, W) int targets in [0, C);
-    mean, logvar: (N, Z) the posterior."""
+    mean, logvar: (N, Z) the posterior; class_balance: the exponent of the cross-entropy's class-balancing
+    weights (config.loss.mask_vae_class_balance; 0: every pixel counts the same, as the reference)."""
 
     logits: jax.Array
     labels: jax.Array
     mean: jax.Array
     logvar: jax.Array
+    class_balance: float = 0.0
+
+    def cross_entropy(self) -> jax.Array:
+        return balanced_cross_entropy(self.logits, self.labels, self.class_balance)
+
+
+def balanced_cross_entropy(logits: jax.Array, labels: jax.Array, class_balance: float) -> jax.Array:
+    """Pixel-wise cross-entropy, each pixel weighted by its class's batch fraction^-class_balance (0: plain)."""
+    if class_balance == 0:
+        return losses.mask_cross_entropy(logits, labels)
+    weights = losses.class_balance_weights(labels, logits.shape[-1], class_balance)
+    return losses.weighted_mask_cross_entropy(logits, labels, weights)
 
 
 MASK_VAE_TERMS: dict[str, Callable[[MaskVAEInputs], jax.Array]] = {
-    "cross_entropy": lambda x: losses.mask_cross_entropy(x.logits, x.labels),
+    "cross_entropy": MaskVAEInputs.cross_entropy,
     "kl": lambda x: losses.kl_to_standard_normal(x.mean, x.logvar),
 }
 
@@ -118,10 +142,7 @@ class ParserInputs:
     class_balance: float = 0.0
 
     def cross_entropy(self) -> jax.Array:
-        if self.class_balance == 0:
-            return losses.mask_cross_entropy(self.logits, self.labels)
-        weights = losses.class_balance_weights(self.labels, self.logits.shape[-1], self.class_balance)
-        return losses.weighted_mask_cross_entropy(self.logits, self.labels, weights)
+        return balanced_cross_entropy(self.logits, self.labels, self.class_balance)
 
 
 PARSER_TERMS: dict[str, Callable[[ParserInputs], jax.Array]] = {
@@ -130,7 +151,20 @@ PARSER_TERMS: dict[str, Callable[[ParserInputs], jax.Array]] = {
     "parser_lovasz": lambda x: losses.lovasz_softmax_loss(x.logits, x.labels),
 }
 
-ALL_TERMS = (*GENERATOR_TERMS, *MASK_VAE_TERMS, *PARSER_TERMS)
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierInputs:
+    """logits: (N, A) the classifier's attribute logits; labels: (N, A) the attributes, 1 present, 0 absent."""
+
+    logits: jax.Array
+    labels: jax.Array
+
+
+CLASSIFIER_TERMS: dict[str, Callable[[ClassifierInputs], jax.Array]] = {
+    "classifier_cross_entropy": lambda x: losses.attribute_cross_entropy(x.logits, x.labels),
+}
+
+ALL_TERMS = (*GENERATOR_TERMS, *MASK_VAE_TERMS, *PARSER_TERMS, *CLASSIFIER_TERMS)
 
 
 def check_weights(weights: Mapping[str, float]) -> None:

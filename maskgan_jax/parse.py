@@ -14,8 +14,9 @@ onto every local device. Inputs of any size are resized to the model's resolutio
 checkpoint's stored config) without squashing: padded to a square by repeating its edges, resized
 (an area average when shrinking, bicubic when enlarging, as the dataset builder), parsed, and the
 label map is resized back (nearest-neighbour: labels never blend) and cropped to the input's size
-(maskgan_jax.framing). Unreadable, empty, corrupt or oversized image files are errors naming the
-file (maskgan_jax.inputs, shared with `maskgan-edit`). Masks are written as maskgan_jax.mask_io
+(maskgan_jax.framing). Each face is parsed with its mirror image and the two answers averaged
+(`parse_images`; --no-flip_average: one pass). Unreadable, empty, corrupt or oversized image files are
+errors naming the file (maskgan_jax.inputs, shared with `maskgan-edit`). Masks are written as maskgan_jax.mask_io
 writes them: label ids (PNG mode L) or CelebAMask-HQ palette colours (RGB), both readable by `maskgan-edit`.
 
 --evaluate scores the parser on faces 0..num_faces-1 of synthetic seed --seed (default 20261126),
@@ -110,10 +111,25 @@ def load_parser(path: str | os.PathLike, mesh: Mesh | None = None, compute_dtype
 # ----------------------------------------------------------------------------- parsing
 
 
-def parse_images(module: Any, params: Any, images: jax.Array) -> jax.Array:
-    """uint8 (N, R, R, 3) faces -> uint8 (N, R, R) label maps (argmax of the logits), pure."""
-    logits = module.apply({"params": params}, images.astype(jnp.float32) / 127.5 - 1.0)
-    return jnp.argmax(logits, axis=-1).astype(jnp.uint8)
+def parse_images(module: Any, params: Any, images: jax.Array, flip_average: bool = True) -> jax.Array:
+    """uint8 (N, R, R, 3) faces -> uint8 (N, R, R) label maps, pure.
+
+    flip_average: the argmax of the summed log-probabilities of the face and of its mirror image (whose
+    left/right classes are swapped back, tfds_celebamask.labels.flip_permutation), the usual test-time
+    flip of segmentation; it costs a second forward pass. Held-out synthetic faces, the quickstart parser
+    after 2,400 steps: mean IoU 0.684 -> 0.701 (README, "The face parser"). False: one pass, the argmax.
+    """
+    inputs = images.astype(jnp.float32) / 127.5 - 1.0
+    log_probs = jax.nn.log_softmax(module.apply({"params": params}, inputs))
+    if flip_average:
+        mirrored = jax.nn.log_softmax(module.apply({"params": params}, inputs[:, :, ::-1]))[:, :, ::-1]
+        # Channel c of the mirror's output scores class flip_permutation()[c] of the face itself.
+        log_probs = log_probs + mirrored[..., _UNFLIP]
+    return jnp.argmax(log_probs, axis=-1).astype(jnp.uint8)
+
+
+# Reorders a mirrored face's class channels to the face's own classes (the permutation is an involution).
+_UNFLIP = np.argsort(labels.flip_permutation())
 
 
 def _pad_batch(array: np.ndarray, size: int) -> np.ndarray:
@@ -123,15 +139,15 @@ def _pad_batch(array: np.ndarray, size: int) -> np.ndarray:
 
 class Parser:
     """Parses batches of faces at the model's resolution, compiled once (batches padded to a fixed size,
-    a multiple of the device count, split over the devices)."""
+    a multiple of the device count, split over the devices); flip_average: see `parse_images`."""
 
-    def __init__(self, loaded: LoadedParser, batch_size: int = 16):
+    def __init__(self, loaded: LoadedParser, batch_size: int = 16, flip_average: bool = True):
         devices = loaded.mesh.devices.size
         self.loaded = loaded
         self.batch_size = max(devices, -(-batch_size // devices) * devices)
         batch = NamedSharding(loaded.mesh, PartitionSpec(DATA_AXIS))
         replicated = NamedSharding(loaded.mesh, PartitionSpec())
-        self._parse = jax.jit(lambda params, images: parse_images(loaded.module, params, images),
+        self._parse = jax.jit(lambda params, images: parse_images(loaded.module, params, images, flip_average),
                               in_shardings=(replicated, batch), out_shardings=batch)
 
     @property
@@ -267,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--evaluate", action="store_true", help="score on held-out synthetic faces instead")
     parser.add_argument("--num_faces", type=int, default=500, help="--evaluate: held-out faces")
     parser.add_argument("--seed", type=int, default=EVALUATION_SEED, help="--evaluate: held-out faces' seed")
+    parser.add_argument("--flip_average", action=argparse.BooleanOptionalAction, default=True,
+                        help="average each face's parse with its mirror image's (default); --no-flip_average: "
+                        "one pass, half the time")
     cli.add_runtime_flags(parser, batch_size=16, what="faces")
     return parser
 
@@ -282,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runtime.enable_compilation_cache(args.jax_cache_dir)
     loaded = load_parser(args.checkpoint, compute_dtype=args.compute_dtype)
     batch_size = 1 if pairs is not None and len(pairs) == 1 else args.batch_size
-    parser = Parser(loaded, batch_size)
+    parser = Parser(loaded, batch_size, flip_average=args.flip_average)
     if args.evaluate:
         scores = evaluate(parser, args.num_faces, args.seed)
         print(f"parser {loaded.step_dir} ({loaded.resolution}x{loaded.resolution})")

@@ -17,11 +17,12 @@ import ml_collections
 import optax
 
 from maskgan_jax import sharding as sharding_lib
-from maskgan_jax.models import AlphaBlender, DenseMappingNetwork, MaskVAE, MultiScaleDiscriminator, UNet, registry
+from maskgan_jax.models import (AlphaBlender, AttributeClassifier, DenseMappingNetwork, MaskVAE,
+                                MultiScaleDiscriminator, UNet, registry)
 
 # The networks MaskGAN trains, by config block (`config.model.<name>`). The order fixes each
 # network's init key (`init_rng`): append, never reorder.
-NETWORKS = ("generator", "discriminator", "mask_vae", "blender", "parser")
+NETWORKS = ("generator", "discriminator", "mask_vae", "blender", "parser", "classifier")
 
 
 @flax.struct.dataclass
@@ -52,6 +53,7 @@ class Networks:
     mask_vae: MaskVAE
     blender: AlphaBlender
     parser: UNet
+    classifier: AttributeClassifier
 
 
 def build_networks(config: ml_collections.ConfigDict) -> Networks:
@@ -59,12 +61,39 @@ def build_networks(config: ml_collections.ConfigDict) -> Networks:
     return Networks(**{name: registry.build_network(config, name) for name in NETWORKS})
 
 
+DECAY_SHAPES = ("linear", "cosine")
+
+
 def learning_rate_schedule(phase: ml_collections.ConfigDict) -> optax.Schedule:
-    """Constant, then linear decay to 0 over the last `decay_fraction` of the phase (pix2pixHD)."""
+    """Step -> learning rate: a linear warmup from 0 over the first `warmup_fraction` of the phase, the
+    constant `learning_rate`, then a decay to 0 over the last `decay_fraction` (`decay_shape` 'linear':
+    pix2pixHD's; 'cosine': a half cosine). Warmup 0 and a linear decay are pix2pixHD's schedule.
+
+    Raises ValueError naming the field when a fraction is outside [0, 1], the two overlap or the shape
+    is unknown.
+    """
+    if phase.decay_shape not in DECAY_SHAPES:
+        raise ValueError(f"phase.decay_shape: expected one of {DECAY_SHAPES}, got {phase.decay_shape!r}")
+    for field in ("warmup_fraction", "decay_fraction"):
+        if not 0.0 <= phase[field] <= 1.0:
+            raise ValueError(f"phase.{field}: expected a fraction in [0, 1], got {phase[field]!r}")
+    if phase.warmup_fraction + phase.decay_fraction > 1.0:
+        raise ValueError(f"phase.warmup_fraction + phase.decay_fraction: expected at most 1, got "
+                         f"{phase.warmup_fraction} + {phase.decay_fraction}")
+    warmup_steps = int(round(phase.num_steps * phase.warmup_fraction))
     decay_steps = int(round(phase.num_steps * phase.decay_fraction))
-    return optax.linear_schedule(init_value=phase.learning_rate, end_value=0.0,
-                                 transition_steps=max(decay_steps, 1),
-                                 transition_begin=phase.num_steps - decay_steps)
+    decay_begin = phase.num_steps - decay_steps
+    if phase.decay_shape == "linear":
+        decay = optax.linear_schedule(phase.learning_rate, 0.0, max(decay_steps, 1))
+    else:
+        decay = optax.cosine_decay_schedule(phase.learning_rate, max(decay_steps, 1))
+    # join_schedules hands each piece the steps since its boundary.
+    pieces = [optax.constant_schedule(phase.learning_rate), decay]
+    boundaries = [decay_begin]
+    if warmup_steps:
+        pieces.insert(0, optax.linear_schedule(0.0, phase.learning_rate, warmup_steps))
+        boundaries.insert(0, warmup_steps)
+    return optax.join_schedules(pieces, boundaries)
 
 
 def optimizer(phase: ml_collections.ConfigDict) -> optax.GradientTransformation:

@@ -1,9 +1,11 @@
-"""One pure training step per phase/stage: MaskVAE, DMN (EBST stage 1), EBST stage 2 and the parser.
+"""One pure training step per phase/stage: MaskVAE, DMN (EBST stage 1), EBST stage 2 and the parser
+(with the attribute classifier).
 
 Every step has the signature
     step(states, guard, batch, step, vgg_params) -> (states, guard, metrics)
 with `states` a dict of `NetState` per network, `batch` the global batch of `input_pipeline`
-({'image': (B,H,W,3) float32 in [-1,1], 'mask': (B,H,W) int32, 'mask_ref': (B,H,W) int32}),
+({'image': (B,H,W,3) float32 in [-1,1], 'mask': (B,H,W) int32, 'mask_ref': (B,H,W) int32,
+'attributes': (B,40) int32 in {0, 1}}),
 `step` the int32 step being taken (it also seeds the step's randomness, so a resumed run draws the
 same numbers), and `vgg_params` the frozen VGG19 (None: no perceptual term). `metrics` is a dict of
 float32 scalars, left on device; all of them are watched by the non-finite guard.
@@ -27,6 +29,7 @@ import optax
 from maskgan_jax import losses, objective
 from maskgan_jax.models import one_hot_mask, registry
 from maskgan_jax.state import NetState, Networks, learning_rate_schedule
+from tfds_celebamask.labels import ATTRIBUTE_NAMES
 
 Metrics = dict[str, jax.Array]
 Step = Callable[..., tuple[dict[str, NetState], "Guard", Metrics]]
@@ -107,8 +110,8 @@ def _step_rng(seed: int, step: jax.Array, stream: int) -> jax.Array:
 
 def make_maskvae_step(networks: Networks, config: ml_collections.ConfigDict,
                       tx: optax.GradientTransformation, phase: str = "maskvae") -> Step:
-    """MaskVAE pretraining: objective.MASK_VAE_TERMS (pixel-wise cross-entropy, KL(q(z|M) || N(0, I)))
-    weighted by config.loss.weights."""
+    """MaskVAE pretraining: objective.MASK_VAE_TERMS (pixel-wise cross-entropy, class-balanced by
+    config.loss.mask_vae_class_balance; KL(q(z|M) || N(0, I))) weighted by config.loss.weights."""
     vae = networks.mask_vae
     schedule = _schedule(config, phase)
 
@@ -123,7 +126,8 @@ def make_maskvae_step(networks: Networks, config: ml_collections.ConfigDict,
                 rngs={"reparam": _step_rng(config.seed, step, 0)}, mutable=["batch_stats"])
             total, terms = objective.weighted_terms(
                 objective.MASK_VAE_TERMS, config.loss.weights,
-                objective.MaskVAEInputs(logits=logits, labels=batch["mask"], mean=mean, logvar=logvar))
+                objective.MaskVAEInputs(logits=logits, labels=batch["mask"], mean=mean, logvar=logvar,
+                                        class_balance=config.loss.mask_vae_class_balance))
             accuracy = jnp.mean((jnp.argmax(logits, -1) == batch["mask"]).astype(jnp.float32))
             return total, (terms, accuracy, updated["batch_stats"])
 
@@ -156,7 +160,7 @@ def _generator_objective(networks: Networks, config: ml_collections.ConfigDict, 
         condition=condition, real=real, fake=fake, discriminator=networks.discriminator, d_params=None,
         vgg=objective.vgg_for(config, dtype), vgg_params=vgg_params,
         perceptual_layer_weights=tuple(config.loss.perceptual_layer_weights),
-        given_discriminator_outputs=discriminator_outputs)
+        given_discriminator_outputs=discriminator_outputs, l1_class_balance=float(config.loss.l1_class_balance))
     return objective.weighted_terms(objective.GENERATOR_TERMS, config.loss.weights, inputs)
 
 
@@ -324,17 +328,38 @@ def parser_pixel_accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
 
 
+def attribute_labels(config: ml_collections.ConfigDict, attributes: jax.Array) -> jax.Array:
+    """The columns of the batch's (B, 40) attributes (labels.ATTRIBUTE_NAMES order, 1 present, 0 absent)
+    that config.model.classifier.attributes names, in that order: (B, A)."""
+    columns = [ATTRIBUTE_NAMES.index(name) for name in config.model.classifier.attributes]
+    return attributes[:, jnp.asarray(columns)]
+
+
+def classifier_accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """The fraction of (face, attribute) pairs whose logit's sign is the label: float32 scalar."""
+    return jnp.mean(((logits > 0) == (labels > 0)).astype(jnp.float32))
+
+
 def make_parser_step(networks: Networks, config: ml_collections.ConfigDict,
-                     tx: optax.GradientTransformation, phase: str = "parser") -> Step:
-    """The face parser: objective.PARSER_TERMS (pixel-wise cross-entropy, class-balanced by
-    config.loss.parser_class_balance, and soft Dice) of its logits on `image` against `mask`, weighted by
-    config.loss.weights."""
+                     tx: optax.GradientTransformation, classifier_tx: optax.GradientTransformation,
+                     phase: str = "parser") -> Step:
+    """The face parser and, beside it, the attribute classifier (two networks, their own optimisers, one
+    step over the same images).
+
+    Parser: objective.PARSER_TERMS (pixel-wise cross-entropy, class-balanced by
+    config.loss.parser_class_balance, and soft Dice) of its logits on `image` against `mask`.
+    Classifier: objective.CLASSIFIER_TERMS (binary cross-entropy) of its logits on `image` against the
+    batch's `attributes` columns of config.model.classifier.attributes. Both weighted by config.loss.weights.
+    """
     parser = networks.parser
+    classifier = networks.classifier
     schedule = _schedule(config, phase)
 
     def step_fn(states, guard, batch, step, vgg_params):
         del vgg_params
         state = states["parser"]
+        classifier_state = states["classifier"]
+        wanted = attribute_labels(config, batch["attributes"])
 
         def loss_fn(params):
             logits = parser.apply({"params": params}, batch["image"])
@@ -344,12 +369,26 @@ def make_parser_step(networks: Networks, config: ml_collections.ConfigDict,
                                        class_balance=config.loss.parser_class_balance))
             return total, (terms, parser_pixel_accuracy(logits, batch["mask"]))
 
+        def classifier_loss_fn(params):
+            logits = classifier.apply({"params": params}, batch["image"])
+            total, terms = objective.weighted_terms(objective.CLASSIFIER_TERMS, config.loss.weights,
+                                                    objective.ClassifierInputs(logits=logits, labels=wanted))
+            return total, (terms, classifier_accuracy(logits, wanted))
+
         (total, (terms, accuracy)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        new = {**states, "parser": _apply_gradients(state, grads, tx, schedule(step))}
+        (c_total, (c_terms, c_accuracy)), c_grads = jax.value_and_grad(
+            classifier_loss_fn, has_aux=True)(classifier_state.params)
+        learning_rate = schedule(step)
+        new = {**states, "parser": _apply_gradients(state, grads, tx, learning_rate),
+               "classifier": _apply_gradients(classifier_state, c_grads, classifier_tx, learning_rate)}
         metrics = {"parser/total": total, "parser/grad_norm": optax.tree.norm(grads),
                    "parser/pixel_accuracy": accuracy,
                    "parser/learning_rate": applied_learning_rate(new["parser"].opt_state),
-                   **{f"parser/{k}": v for k, v in terms.items()}}
+                   **{f"parser/{k}": v for k, v in terms.items()},
+                   "classifier/total": c_total, "classifier/grad_norm": optax.tree.norm(c_grads),
+                   "classifier/accuracy": c_accuracy,
+                   "classifier/learning_rate": applied_learning_rate(new["classifier"].opt_state),
+                   **{f"classifier/{k}": v for k, v in c_terms.items()}}
         states, guard = _guarded(states, new, guard, metrics, step, stage=0)
         return states, guard, metrics
 

@@ -139,7 +139,7 @@ def compile_steps(phase: str, networks, config, txs, state_shardings, guard_shar
     """The phase's jitted steps (stage 1 and 2 for EBST), sharded and donating the state, traced in
     config.model.layer_forms."""
     batch = sharding_lib.batch_sharding(mesh)
-    batch_shardings = {"image": batch, "mask": batch, "mask_ref": batch}
+    batch_shardings = {"image": batch, "mask": batch, "mask_ref": batch, "attributes": batch}
     rep = sharding_lib.replicated(mesh)
 
     def jit(step_fn):
@@ -150,7 +150,7 @@ def compile_steps(phase: str, networks, config, txs, state_shardings, guard_shar
     if phase == "maskvae":
         return [jit(steps_lib.make_maskvae_step(networks, config, txs["mask_vae"]))]
     if phase == "parser":
-        return [jit(steps_lib.make_parser_step(networks, config, txs["parser"]))]
+        return [jit(steps_lib.make_parser_step(networks, config, txs["parser"], txs["classifier"]))]
     stage1 = jit(steps_lib.make_dmn_step(networks, config, txs["generator"], txs["discriminator"], phase))
     if phase == "dmn":
         return [stage1]

@@ -29,13 +29,15 @@ def _fresh_state(config, role, seed):
 
 
 def make_workdir(root, with_mask_vae=True, with_parser=False, name="workdir"):
-    """root/name with checkpoints/dmn (generator) and, optionally, checkpoints/maskvae and parser."""
+    """root/name with checkpoints/dmn (generator) and, optionally, checkpoints/maskvae and parser (the
+    parser and the attribute classifier, as the parser phase saves them)."""
     config = ebst_config.get_config("smoke")
     workdir = root / name
     if with_mask_vae:
         _save(workdir, "maskvae", config, {"mask_vae": _fresh_state(config, "mask_vae", 1)})
     if with_parser:
-        _save(workdir, "parser", config, {"parser": _fresh_state(config, "parser", 3)})
+        _save(workdir, "parser", config, {"parser": _fresh_state(config, "parser", 3),
+                                          "classifier": _fresh_state(config, "classifier", 4)})
     _save(workdir, "dmn", config, {"generator": _fresh_state(config, "generator", 2)})
     return workdir
 

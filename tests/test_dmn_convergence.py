@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+import paint_fixtures
 from configs import ebst as ebst_config
 from maskgan_jax import evaluate
 from maskgan_jax.benchmarks import dmn_convergence
@@ -64,6 +65,15 @@ def test_train_then_score_on_the_smoke_config(tmp_path, capsys):
     # Keeping the target outside the edit must help an untrained generator (the blend is the right way round).
     gain = [image_psnr["smoke@3+keep_unedited", kind] - image_psnr["smoke@3", kind] for kind in evaluate.EDIT_KINDS]
     assert min(gain) > 0 and np.mean(gain) > 5, gain
+    assert not any(r["metric"].startswith("mask_") for r in records)
+
+    # With a parser, mask following joins the pixel scores (the truth row is its ceiling).
+    parser_dir = paint_fixtures.make_workdir(tmp_path, with_mask_vae=False, with_parser=True)
+    dmn_convergence.score([run], records_file, parser=str(parser_dir))
+    following = {(r["method"], r["edit"], r["region"]) for r in json.loads(records_file.read_text())
+                 if r["metric"] == "mask_pixel_accuracy"}
+    assert {("truth", kind, "edited") for kind in evaluate.EDIT_KINDS} <= following
+    assert {("smoke@3", kind, "all") for kind in evaluate.EDIT_KINDS} <= following
 
 
 def test_load_config_applies_overrides_and_names_bad_ones():

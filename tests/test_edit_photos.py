@@ -14,7 +14,7 @@ from PIL import Image
 
 import maskgan_jax
 import paint_fixtures
-from maskgan_jax import convert, edit, export, framing, mask_io, parse
+from maskgan_jax import classify, convert, edit, export, framing, mask_io, parse
 from tfds_celebamask import labels, synthetic
 
 README = Path(__file__).parent.parent / "README.md"
@@ -175,11 +175,13 @@ def test_export_holds_only_params_and_loads_everywhere(quickstart, tmp_path):
     out = tmp_path / "shared"
     assert export.main([f"--checkpoint={root / 'workdir' / 'quickstart'}", f"--out={out}"]) == 0
     (step_dir,) = [p for p in out.iterdir() if p.is_dir()]
-    assert sorted(p.name for p in step_dir.iterdir() if p.is_dir()) == ["config", "generator", "mask_vae", "parser"]
+    assert sorted(p.name for p in step_dir.iterdir() if p.is_dir()) == ["classifier", "config", "generator", "mask_vae",
+                                                                         "parser"]
     source = edit.load_generator(root / "workdir" / "quickstart")
     copied = edit.load_generator(out)
     assert all(jax.tree_util.tree_leaves(jax.tree_util.tree_map(np.array_equal, source.params, copied.params)))
     assert parse.load_parser(out).resolution == RESOLUTION
+    assert classify.load_classifier(out).attributes == ("Smiling",)
     vae = edit.load_mask_vae(out)
     assert "batch_stats" in vae.variables
     with pytest.raises(FileExistsError, match="already exists"):

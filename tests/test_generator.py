@@ -8,6 +8,7 @@ import pytest
 
 from maskgan_jax.models import AlphaBlender, DenseMappingNetwork, one_hot_mask
 from maskgan_jax.models.generator import split_style
+from maskgan_jax.models.layers import ReflectConv, UpConv, upsample_nearest_2x
 
 SMALL_DMN = dict(ngf=4, n_downsample=2, n_blocks=2, encoder_widths=(4, 4, 8), n_encoder_deep=2)
 
@@ -105,10 +106,27 @@ def test_dmn_initial_output_depends_on_the_style_image():
 
 
 def test_dmn_reference_encoder_init_is_selectable_and_names_are_checked():
+    """"reference": N(0, 0.02) kernels and PyTorch's default biases U(+-1/sqrt(fan_in)) on the encoders, the
+    SFT layers and the output conv; "he": zero biases there."""
     image, mask_t, mask_src = small_inputs()
     module = DenseMappingNetwork(**SMALL_DMN, encoder_init="reference")
     params = module.init(jax.random.key(0), image, mask_t, mask_src)["params"]
     assert float(jnp.std(params["enc_style"]["model_0"]["conv"]["kernel"])) == pytest.approx(0.02, rel=0.2)
+    last = 1 + 3 * (SMALL_DMN["n_downsample"] + 1) + SMALL_DMN["n_blocks"] + 3 * SMALL_DMN["n_downsample"] + 1
+    biases = {  # (bias, fan-in of its conv)
+        "label stem 7x7": (params["enc_label"]["model_0"]["conv"]["bias"], 7 * 7 * 19),
+        "style 4x4": (params["enc_style"]["model_1"]["conv"]["bias"], 4 * 4 * SMALL_DMN["encoder_widths"][0]),
+        "SFT 1x1": (params["enc_style"]["sft1"]["scale_conv1"]["bias"], SMALL_DMN["encoder_widths"][2]),
+        "style head 1x1": (params["enc_style"]["model_last_1"]["bias"], SMALL_DMN["encoder_widths"][2]),
+        "output 7x7": (params["up"][f"model_{last}"]["bias"], 7 * 7 * SMALL_DMN["ngf"]),
+    }
+    for where, (bias, fan_in) in biases.items():
+        bound = fan_in ** -0.5
+        assert float(jnp.max(jnp.abs(bias))) <= bound, where
+        assert float(jnp.max(jnp.abs(bias))) > 0.2 * bound, where  # drawn, not left at 0
+    he = DenseMappingNetwork(**SMALL_DMN).init(jax.random.key(0), image, mask_t, mask_src)["params"]
+    assert not jnp.any(he["enc_style"]["sft1"]["scale_conv1"]["bias"])
+    assert not jnp.any(he["up"][f"model_{last}"]["bias"])
     with pytest.raises(ValueError, match="encoder_init='xavier'"):
         DenseMappingNetwork(**SMALL_DMN, encoder_init="xavier").init(jax.random.key(0), image, mask_t, mask_src)
 
@@ -164,3 +182,22 @@ def test_blender_blends_with_alpha_and_has_gradients():
     cancelled = {f"down/model_{i}/bias" for i in (1, 4, 7)} | {"up/model_11/bias", "up/model_14/bias"}
     cancelled |= {"model_10/conv_block_1/conv/bias", "model_10/conv_block_5/conv/bias"}
     assert _zero_grad_paths(grads, tol=1e-6) == cancelled
+
+
+def test_dmn_resize_upsampling_has_the_reference_count_and_no_checkerboard():
+    """upsample="resize" (nearest 2x + reflect-padded 3x3 conv) has the transposed conv's parameter count at
+    reference size; a constant map stays constant through it, where the stride-2 transposed conv stamps its
+    kernel in a 2x2-periodic pattern (the checkerboard)."""
+    image, mask = abstract_inputs(512)
+    module = DenseMappingNetwork(upsample="resize")
+    variables = jax.eval_shape(module.init, jax.random.key(0), image, mask, mask)
+    assert param_count(variables["params"]) == 89_702_595
+    constant = jnp.ones((1, 8, 8, 4), jnp.float32)
+    # The two up-sampling layers Pix2PixHDDecoder chooses between.
+    for layer, x, periodic in ((ReflectConv(4, 3, 1, 1), upsample_nearest_2x(constant), False),
+                               (UpConv(4), constant, True)):
+        out = layer.apply(layer.init(jax.random.key(1), x), x)
+        spread = float(jnp.max(jnp.std(out[:, 2:-2, 2:-2], axis=(1, 2))))  # interior: no border effects
+        assert (spread > 1e-3) == periodic, (type(layer).__name__, spread)
+    with pytest.raises(ValueError, match="upsample='bilinear'"):
+        DenseMappingNetwork(**SMALL_DMN, upsample="bilinear").init(jax.random.key(0), *small_inputs())

@@ -118,12 +118,19 @@ def test_random_flip_is_seeded_and_fair():
 
 
 def test_to_model_inputs_ranges():
-    element = {"image": np.array([[[0, 255, 51]]], np.uint8), "mask": np.array([[[18]]], np.uint8)}
+    attributes = {name: name in ("Smiling", "Young") for name in labels.ATTRIBUTE_NAMES}
+    element = {"image": np.array([[[0, 255, 51]]], np.uint8), "mask": np.array([[[18]]], np.uint8),
+               "attributes": attributes}
     out = input_pipeline.ToModelInputs().map(element)
     assert out["image"].dtype == np.float32 and out["mask"].dtype == np.int32
     np.testing.assert_array_equal(out["image"], np.array([[[-1.0, 1.0, 51 / 127.5 - 1]]], np.float32))
     np.testing.assert_array_equal(out["mask"], [[18]])
-    assert set(out) == {"image", "mask"}
+    assert set(out) == {"image", "mask", "attributes"}
+    assert out["attributes"].dtype == np.int32 and out["attributes"].shape == (40,)
+    assert [labels.ATTRIBUTE_NAMES[i] for i in np.flatnonzero(out["attributes"])] == ["Smiling", "Young"]
+    del element["attributes"]
+    with pytest.raises(KeyError, match="no 'attributes'"):
+        input_pipeline.ToModelInputs().map(element)
 
 
 # ----------------------------------------------------------------------------- shards
@@ -180,9 +187,9 @@ def test_global_batch_on_one_device_mesh(data_dir, source_examples, axis_type):
     iterator = input_pipeline.create_iterator(make_config(data_dir, batch_size=3), mesh, "data")
     for step in range(2):
         batch = next(iterator)
-        assert set(batch) == {"image", "mask", "mask_ref"}
+        assert set(batch) == {"image", "mask", "mask_ref", "attributes"}
         for key, shape, dtype in (("image", (3, 64, 64, 3), np.float32), ("mask", (3, 64, 64), np.int32),
-                                  ("mask_ref", (3, 64, 64), np.int32)):
+                                  ("mask_ref", (3, 64, 64), np.int32), ("attributes", (3, 40), np.int32)):
             assert isinstance(batch[key], jax.Array)
             assert batch[key].shape == shape and batch[key].dtype == dtype
             assert batch[key].sharding.is_equivalent_to(NamedSharding(mesh, P("data")), len(shape))
@@ -190,6 +197,9 @@ def test_global_batch_on_one_device_mesh(data_dir, source_examples, axis_type):
         assert image.min() >= -1 and image.max() <= 1 and mask.min() >= 0 and mask.max() < labels.NUM_CLASSES
         np.testing.assert_array_equal(mask_ref, mask[[2, 0, 1]])  # mask_ref[i] = mask[i - 1]
         ids = [identify(image[i], mask[i], source_examples)[0] for i in range(3)]
+        for i, image_id in enumerate(ids):  # each face's own attributes, in ATTRIBUTE_NAMES order
+            want = [source_examples[image_id]["attributes"][name] for name in labels.ATTRIBUTE_NAMES]
+            np.testing.assert_array_equal(np.asarray(batch["attributes"])[i], want)
         if step == 0:  # within one epoch, so every mask_ref comes from another face
             assert len(set(ids)) == 3
 

@@ -165,3 +165,13 @@ def test_lovasz_softmax_equals_one_minus_iou_on_hard_predictions():
     assert float(losses.lovasz_softmax_loss(100.0 * jax.nn.one_hot(labels, 5), jnp.asarray(labels))) < 1e-5
     grad = jax.grad(lambda x: losses.lovasz_softmax_loss(x, jnp.asarray(labels)))(jnp.zeros((2, 8, 8, 5)))
     assert float(jnp.abs(grad).sum()) > 0
+
+
+def test_weighted_l1_equals_l1_with_equal_weights_and_checks_shapes():
+    a = jnp.arange(24, dtype=jnp.float32).reshape(1, 2, 4, 3) / 24
+    b = jnp.zeros_like(a)
+    assert float(losses.weighted_l1(a, b, jnp.full((1, 2, 4), 2.0))) == pytest.approx(float(losses.l1(a, b)), rel=1e-6)
+    only_first = jnp.zeros((1, 2, 4)).at[0, 0, 0].set(1.0)
+    assert float(losses.weighted_l1(a, b, only_first)) == pytest.approx(float(jnp.mean(a[0, 0, 0])), rel=1e-6)
+    with pytest.raises(ValueError, match="weights"):
+        losses.weighted_l1(a, b, jnp.ones((1, 2, 3)))

@@ -1,5 +1,6 @@
 """The objective as data: weights from config.loss.weights, zero-weighted terms never computed."""
 
+import jax
 import jax.numpy as jnp
 import pytest
 
@@ -38,7 +39,7 @@ def test_total_is_the_weighted_sum_in_registry_order_and_zero_terms_are_skipped(
 def test_every_term_has_a_weight_and_every_weight_a_term():
     config = ebst.get_config()
     assert set(config.loss.weights) == (set(objective.GENERATOR_TERMS) | set(objective.MASK_VAE_TERMS)
-                                        | set(objective.PARSER_TERMS))
+                                        | set(objective.PARSER_TERMS) | set(objective.CLASSIFIER_TERMS))
     with pytest.raises(ValueError, match=r"unknown terms \['style'\], missing terms \[\]"):
         objective.check_weights(_weights(style=1.0))
     weights = _weights()
@@ -58,6 +59,23 @@ def test_mask_vae_objective_is_cross_entropy_plus_weighted_kl():
     assert float(total) == pytest.approx(float(cross_entropy) + 0.1 * 2.0, rel=1e-6)
 
 
+def test_mask_vae_cross_entropy_class_balance_lifts_the_rare_class():
+    """class_balance 0 is the plain mean; 0.5 weighs each pixel by its class's fraction^-0.5: a one-pixel class
+    among four pixels counts sqrt(4 / 1) / sqrt(4 / 3) = sqrt(3) times a three-pixel class's pixel."""
+    logits = jnp.zeros((1, 2, 2, 3)).at[..., 1].set(2.0)
+    labels = jnp.array([[[1, 1], [1, 2]]], jnp.int32)  # class 2 (one pixel) is predicted badly
+    inputs = lambda power: objective.MaskVAEInputs(logits=logits, labels=labels, mean=jnp.zeros((1, 4)),
+                                                   logvar=jnp.zeros((1, 4)), class_balance=power)
+    good, bad = -jnp.log(jnp.exp(2.0) / (jnp.exp(2.0) + 2.0)), -jnp.log(1.0 / (jnp.exp(2.0) + 2.0))
+    plain = objective.MASK_VAE_TERMS["cross_entropy"](inputs(0.0))
+    assert float(plain) == pytest.approx(float(3 * good + bad) / 4, rel=1e-6)
+    balanced = objective.MASK_VAE_TERMS["cross_entropy"](inputs(0.5))
+    w_common, w_rare = (3 / 4) ** -0.5, (1 / 4) ** -0.5
+    expected = (3 * w_common * good + w_rare * bad) / (3 * w_common + w_rare)
+    assert float(balanced) == pytest.approx(float(expected), rel=1e-6)
+    assert float(balanced) > float(plain)
+
+
 def test_perceptual_weight_without_vgg_weights_is_a_clear_error():
     inputs = objective.GeneratorInputs(
         condition=None, real=jnp.zeros((1, 4, 4, 3)), fake=jnp.zeros((1, 4, 4, 3)), discriminator=None,
@@ -66,3 +84,20 @@ def test_perceptual_weight_without_vgg_weights_is_a_clear_error():
     weights = _weights(adversarial=0.0, feature_matching=0.0, l1=0.0, perceptual=10.0)
     with pytest.raises(ValueError, match="config.loss.vgg19_weights"):
         objective.weighted_terms(objective.GENERATOR_TERMS, weights, inputs)
+
+
+def test_generator_l1_class_balance_lifts_the_rare_class():
+    """l1_class_balance 0 is the plain mean; 0.5 weighs each pixel by its mask class's fraction^-0.5: an
+    error on the one-pixel class of four counts sqrt(3) times an error on a three-pixel class's pixel."""
+    condition = jax.nn.one_hot(jnp.array([[[1, 1], [1, 2]]]), 3)
+    real = jnp.zeros((1, 2, 2, 3))
+    fake = real.at[0, 1, 1].set(0.6)  # wrong only on the rare class's pixel
+    inputs = lambda power: objective.GeneratorInputs(
+        condition=condition, real=real, fake=fake, discriminator=None, d_params=None, vgg=None, vgg_params=None,
+        perceptual_layer_weights=(), l1_class_balance=power)
+    plain = objective.GENERATOR_TERMS["l1"](inputs(0.0))
+    assert float(plain) == pytest.approx(0.6 / 4, rel=1e-6)
+    balanced = objective.GENERATOR_TERMS["l1"](inputs(0.5))
+    w_common, w_rare = (3 / 4) ** -0.5, (1 / 4) ** -0.5
+    assert float(balanced) == pytest.approx(0.6 * w_rare / (3 * w_common + w_rare), rel=1e-6)
+    assert float(balanced) > float(plain)

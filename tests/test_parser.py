@@ -8,10 +8,10 @@ import pytest
 from PIL import Image
 
 from configs import ebst
-from maskgan_jax import losses, metrics, objective, parse, train
+from maskgan_jax import losses, metrics, objective, ops, parse, train
 from maskgan_jax import state as state_lib
 from maskgan_jax import steps as steps_lib
-from maskgan_jax.models import UNet, registry
+from maskgan_jax.models import AttributeClassifier, UNet, registry
 from tfds_celebamask import labels, synthetic
 
 # ----------------------------------------------------------------------------- the network
@@ -46,6 +46,44 @@ def test_unet_options_are_checked():
         module = UNet(widths=(4, 8), upsample=upsample, norm="none")
         variables = module.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
         assert module.apply(variables, jnp.zeros((2, 8, 8, 3))).shape == (2, 8, 8, 19)
+    with pytest.raises(ValueError, match="UNet.layer_forms: expected 'inherit' or one of .* got 'fastest'"):
+        jax.eval_shape(lambda: UNet(layer_forms="fastest").init(jax.random.key(0), jnp.zeros((1, 16, 16, 3))))
+
+
+def test_unet_layer_forms_choose_the_computation_not_the_result():
+    """'plain' traces lax convs without the fast forms' custom VJPs, whatever the caller's forms, and
+    computes the same logits as 'fast' and 'inherit'."""
+    image = jax.random.uniform(jax.random.key(1), (2, 16, 16, 3), minval=-1.0, maxval=1.0)
+    variables = UNet(widths=(4, 8, 8)).init(jax.random.key(0), image)
+    logits, custom_vjps = {}, {}
+    for forms in ("inherit", "fast", "plain"):
+        module = UNet(widths=(4, 8, 8), layer_forms=forms)
+        with ops.layer_forms("fast"):
+            logits[forms] = module.apply(variables, image)
+            custom_vjps[forms] = str(jax.make_jaxpr(module.apply)(variables, image)).count("custom_vjp")
+    assert custom_vjps["plain"] == 0 and custom_vjps["fast"] == custom_vjps["inherit"] > 0
+    np.testing.assert_allclose(logits["plain"], logits["fast"], atol=1e-4)
+    np.testing.assert_array_equal(logits["inherit"], logits["fast"])
+
+
+def test_flip_averaged_parsing_is_mirror_equivariant_and_off_is_the_plain_argmax():
+    """With flip averaging the parse of a mirrored face is the mirrored parse with left and right classes
+    swapped (a property a single pass lacks); without it, parsing is the argmax of one pass's logits."""
+    module = UNet(widths=(4, 8))
+    face = jax.random.randint(jax.random.key(1), (2, 16, 16, 3), 0, 256).astype(jnp.uint8)
+    variables = module.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
+    # Every parameter perturbed (biases included), so a single pass is visibly not mirror-symmetric.
+    params = jax.tree_util.tree_map(lambda x: x + 0.3 * jax.random.normal(jax.random.key(2), x.shape),
+                                    variables["params"])
+    swap = jnp.asarray(labels.flip_permutation())
+    averaged = parse.parse_images(module, params, face)
+    averaged_mirror = parse.parse_images(module, params, face[:, :, ::-1])
+    np.testing.assert_array_equal(averaged_mirror, swap[averaged[:, :, ::-1]])
+    single = parse.parse_images(module, params, face, flip_average=False)
+    single_mirror = parse.parse_images(module, params, face[:, :, ::-1], flip_average=False)
+    assert not np.array_equal(single_mirror, swap[single[:, :, ::-1]])
+    logits = module.apply({"params": params}, face.astype(jnp.float32) / 127.5 - 1.0)
+    np.testing.assert_array_equal(single, jnp.argmax(logits, axis=-1))
 
 
 # ----------------------------------------------------------------------------- losses and objective
@@ -91,29 +129,50 @@ def test_parser_objective_weights_its_terms():
 # ----------------------------------------------------------------------------- the step
 
 
-def test_parser_step_lowers_the_loss_on_a_fixed_batch():
+def test_parser_step_lowers_the_parser_and_classifier_losses_on_a_fixed_batch():
     config = ebst.get_config("smoke")
     config.loss.parser_class_balance = 0.5
     config.loss.weights.parser_dice = 1.0
     config.phases.parser.update(dict(num_steps=100, learning_rate=1e-2))  # no decay within the 6 steps
     networks = state_lib.build_networks(config)
-    tx = state_lib.optimizer(config.phases.parser)
-    variables = state_lib.init_variables("parser", networks, config, state_lib.init_rng("parser", config))
-    states = {"parser": state_lib.new_net_state(variables, tx)}
-    image, label_map = synthetic.render(*synthetic.sample_face(synthetic.face_rng(5, 0)), config.resolution)
-    batch = {"image": np.repeat(image[None].astype(np.float32) / 127.5 - 1.0, 2, axis=0),
-             "mask": np.repeat(label_map[None].astype(np.int32), 2, axis=0)}
+    tx, classifier_tx = state_lib.optimizer(config.phases.parser), state_lib.optimizer(config.phases.parser)
+    states = {name: state_lib.new_net_state(state_lib.init_variables(name, networks, config,
+                                                                     state_lib.init_rng(name, config)), t)
+              for name, t in (("parser", tx), ("classifier", classifier_tx))}
+    faces = [synthetic.render(*synthetic.sample_face(synthetic.face_rng(5, i)), config.resolution) for i in (0, 1)]
+    batch = {"image": np.stack([image.astype(np.float32) / 127.5 - 1.0 for image, _ in faces]),
+             "mask": np.stack([label_map.astype(np.int32) for _, label_map in faces])}
     batch["mask_ref"] = batch["mask"]
-    step = jax.jit(steps_lib.make_parser_step(networks, config, tx))
+    smiling = labels.ATTRIBUTE_NAMES.index("Smiling")
+    batch["attributes"] = np.zeros((2, len(labels.ATTRIBUTE_NAMES)), np.int32)
+    batch["attributes"][0, smiling] = 1  # one smiling face, one not: the classifier's labels differ
+    step = jax.jit(steps_lib.make_parser_step(networks, config, tx, classifier_tx))
     guard = steps_lib.Guard.create()
-    totals = []
+    totals, classifier_totals = [], []
     for i in range(6):
         states, guard, step_metrics = step(states, guard, batch, i, None)
         totals.append(float(step_metrics["parser/total"]))
-    assert sorted(step_metrics) == ["parser/grad_norm", "parser/learning_rate", "parser/parser_cross_entropy",
+        classifier_totals.append(float(step_metrics["classifier/total"]))
+    assert sorted(step_metrics) == ["classifier/accuracy", "classifier/classifier_cross_entropy",
+                                    "classifier/grad_norm", "classifier/learning_rate", "classifier/total",
+                                    "parser/grad_norm", "parser/learning_rate", "parser/parser_cross_entropy",
                                     "parser/parser_dice", "parser/pixel_accuracy", "parser/total"]
     assert int(guard.first_bad_step) == -1
     assert all(b < a for a, b in zip(totals, totals[1:])) and totals[-1] < 0.9 * totals[0], totals
+    assert classifier_totals[-1] < classifier_totals[0], classifier_totals
+    # The classifier's labels are the batch's 'Smiling' column.
+    np.testing.assert_array_equal(np.asarray(steps_lib.attribute_labels(config, batch["attributes"])), [[1], [0]])
+
+
+def test_classifier_predicts_one_logit_per_attribute_and_refuses_unknown_names():
+    classifier = AttributeClassifier(attributes=("Smiling", "Eyeglasses"), widths=(4, 8), stem_stride=2)
+    images = np.zeros((3, 8, 8, 3), np.float32)
+    variables = classifier.init(jax.random.key(0), images)
+    assert classifier.apply(variables, images).shape == (3, 2)
+    with pytest.raises(ValueError, match="Smilling"):
+        AttributeClassifier(attributes=("Smilling",)).init(jax.random.key(0), images)
+    with pytest.raises(ValueError, match="multiples of 4"):  # the stem's 2 x one pooling's 2
+        classifier.init(jax.random.key(0), np.zeros((1, 6, 6, 3), np.float32))
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -246,6 +305,8 @@ def test_evaluate_on_held_out_faces(trained, compilation_cache, capsys):
                        f"--jax_cache_dir={compilation_cache}"]) == 0
     printed = capsys.readouterr().out
     assert "pixel accuracy" in printed and "mean IoU" in printed and "l_eye" in printed
+    assert parse.main([f"--checkpoint={trained}", "--evaluate", "--num_faces=3", "--no-flip_average",
+                       f"--jax_cache_dir={compilation_cache}"]) == 0
     parser = parse.Parser(parse.load_parser(trained), batch_size=4)
     scores = parse.evaluate(parser, num_faces=3)
     assert 0.0 <= scores["mean_iou"] <= scores["pixel_accuracy"] + 1.0 and 0.0 <= scores["pixel_accuracy"] <= 1.0

@@ -10,7 +10,8 @@ import pytest
 
 from configs import ebst
 from maskgan_jax import state as state_lib
-from maskgan_jax.models import AlphaBlender, DenseMappingNetwork, MaskVAE, MultiScaleDiscriminator, UNet, registry
+from maskgan_jax.models import (AlphaBlender, AttributeClassifier, DenseMappingNetwork, MaskVAE,
+                                MultiScaleDiscriminator, UNet, registry)
 
 
 def test_every_block_builds_its_class_with_the_run_fields():
@@ -18,7 +19,7 @@ def test_every_block_builds_its_class_with_the_run_fields():
     config.model.compute_dtype = "bfloat16"
     networks = state_lib.build_networks(config)
     expected = {"generator": DenseMappingNetwork, "discriminator": MultiScaleDiscriminator,
-                "mask_vae": MaskVAE, "blender": AlphaBlender, "parser": UNet}
+                "mask_vae": MaskVAE, "blender": AlphaBlender, "parser": UNet, "classifier": AttributeClassifier}
     for role, cls in expected.items():
         module = getattr(networks, role)
         assert type(module) is cls, role

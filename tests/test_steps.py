@@ -86,7 +86,8 @@ def _batch(config, seed=0):
     size = config.resolution
     mask = rng.integers(0, config.num_classes, (GLOBAL_BATCH, size, size)).astype(np.int32)
     return {"image": rng.uniform(-1, 1, (GLOBAL_BATCH, size, size, 3)).astype(np.float32),
-            "mask": mask, "mask_ref": np.roll(mask, 1, axis=0)}
+            "mask": mask, "mask_ref": np.roll(mask, 1, axis=0),
+            "attributes": rng.integers(0, 2, (GLOBAL_BATCH, 40)).astype(np.int32)}
 
 
 def _adam_moments(states):
@@ -249,7 +250,8 @@ def test_every_network_applies_its_phase_schedule_at_the_loop_step(phase, compil
     _, _, step_fns = compiled(phase)
     states, guard = compiled.fresh(phase)
     batch = _batch(config)
-    rate_names = {"maskvae": ["mask_vae/learning_rate"], "parser": ["parser/learning_rate"],
+    rate_names = {"maskvae": ["mask_vae/learning_rate"],
+                  "parser": ["parser/learning_rate", "classifier/learning_rate"],
                   "dmn": ["stage1/learning_rate_generator", "stage1/learning_rate_discriminator"],
                   "ebst": ["stage1/learning_rate_generator", "stage1/learning_rate_discriminator",
                            "stage2/learning_rate_generator_blender", "stage2/learning_rate_discriminator"]}[phase]

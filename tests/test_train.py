@@ -28,7 +28,7 @@ def test_main_smoke_writes_checkpoints_events_and_grids(full_run):
     items = {p.name for p in (full_run / "checkpoints" / "ebst" / "4").iterdir()}
     assert {"generator", "discriminator", "mask_vae", "blender", "progress", "data", "config"} <= items
     items = {p.name for p in (full_run / "checkpoints" / "parser" / "4").iterdir() if p.is_dir()}
-    assert items == {"parser", "progress", "data", "config"}
+    assert items == {"parser", "classifier", "progress", "data", "config"}
     assert ckpt.read_config(full_run, "ebst")["resolution"] == 64
 
 
@@ -64,7 +64,8 @@ def test_resume_is_exact_in_every_phase(full_run, tmp_path, smoke_data_dir, comp
         assert runs < 6
     assert runs == 5 and not stops
     for phase, names in (("maskvae", ["mask_vae"]), ("dmn", ["generator", "discriminator"]),
-                         ("ebst", ["generator", "discriminator", "blender", "mask_vae"]), ("parser", ["parser"])):
+                         ("ebst", ["generator", "discriminator", "blender", "mask_vae"]),
+                         ("parser", ["parser", "classifier"])):
         step_full, full = final_networks(full_run, phase, names)
         step_resumed, resumed = final_networks(tmp_path, phase, names)
         assert step_full == step_resumed == config.phases[phase].num_steps

@@ -8,8 +8,8 @@ A convergence study of one config's DMN phase, in three steps that may run on di
     # 2. anywhere JAX runs (e.g. an accelerator with no TFDS): train, snapshotting the generator
     python -m maskgan_jax.benchmarks.dmn_convergence train --config=configs/ebst.py:quickstart \
         --data=conv/data.npz --out=conv/run.npz --num_steps=20000 --snapshots=1000,5000,20000
-    # 3. here: score every snapshot with the benchmark and print the table
-    python -m maskgan_jax.benchmarks.dmn_convergence score --runs=conv/run.npz
+    # 3. here: score every snapshot with the benchmark and print the table (--parser: mask following too)
+    python -m maskgan_jax.benchmarks.dmn_convergence score --runs=conv/run.npz [--parser=RUN]
 
 `train` needs only jax, flax, optax, orbax, numpy and ml_collections (no TFDS): it samples batches
 from the exported arrays (with the input pipeline's random flip), runs the DMN phase's own jitted step
@@ -141,11 +141,12 @@ def train(config: ml_collections.ConfigDict, data: Path, out: Path, num_steps: i
 # ----------------------------------------------------------------------------- 3. score
 
 
-def score(runs: list[Path], out: Path | None) -> None:
+def score(runs: list[Path], out: Path | None, parser: str | None = None) -> None:
     """Scores every snapshot of every run next to the benchmark's reference rows, each also with
     --keep_unedited (`edit`'s blend, applied here to the rounded result: within half a level of `edit`'s
-    own), with the benchmark's pixel scores (no parser, no Inception here); prints the benchmark's
-    tables and writes the records to `out` when given."""
+    own), with the benchmark's pixel scores and, given a trained parser (a workdir, phase or step
+    directory), its mask following (no Inception here); prints the benchmark's tables and writes the
+    records to `out` when given."""
     from maskgan_jax import edit_report, evaluate
 
     generated = {}
@@ -161,7 +162,9 @@ def score(runs: list[Path], out: Path | None) -> None:
             if name in (evaluate.TRUTH, evaluate.UNEDITED, evaluate.MEAN_COLOUR, evaluate.COLOUR_FIT)}
     rows.update(generated)
     rows = evaluate.with_keep_unedited(rows, examples, *edit_lib.default_margins(resolution))
-    records = evaluate.score_rows(rows, examples, num_resamples=200)
+    parse = None if parser is None else evaluate.load_parse_fn(
+        parser, resolution, evaluate.HELD_OUT_SEED, batch_size=64)[0]
+    records = evaluate.score_rows(rows, examples, parse, num_resamples=200)
     if out is not None:
         out.write_text(json.dumps(records, indent=1) + "\n")
     print(edit_report.markdown_tables(records))
@@ -185,9 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     scorer = sub.add_parser("score")
     scorer.add_argument("--runs", type=Path, nargs="+", required=True)
     scorer.add_argument("--out", type=Path, default=None, help="JSON records (optional)")
+    scorer.add_argument("--parser", default=None, help="a trained parser (workdir, phase or step directory): "
+                                                       "adds mask following")
     args = parser.parse_args(argv)
     if args.command == "score":
-        score(args.runs, args.out)
+        score(args.runs, args.out, args.parser)
         return 0
     config = load_config(args.config, args.set)
     if args.command == "export":

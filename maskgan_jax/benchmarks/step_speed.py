@@ -73,7 +73,7 @@ def _batch(config, seed: int = 0) -> dict[str, np.ndarray]:
     size, count = config.resolution, config.data.global_batch_size
     mask = rng.integers(0, config.num_classes, (count, size, size)).astype(np.int32)
     return {"image": rng.uniform(-1, 1, (count, size, size, 3)).astype(np.float32), "mask": mask,
-            "mask_ref": np.roll(mask, 1, axis=0)}
+            "mask_ref": np.roll(mask, 1, axis=0), "attributes": rng.integers(0, 2, (count, 40)).astype(np.int32)}
 
 
 def phase_steps(config, phase: str) -> tuple[list[Callable[[], Any]], list[float | None]]:

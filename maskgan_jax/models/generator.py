@@ -11,8 +11,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from maskgan_jax.models.layers import ENCODER_INITS, SFT, Dtype, Initializer, ReflectConv, adain, encoder_kernel_init
+from maskgan_jax.models.layers import (ENCODER_INITS, SFT, BiasInit, Dtype, Initializer, ReflectConv, adain,
+                                      encoder_kernel_init, torch_default_bias, zero_bias)
 from maskgan_jax.models.pix2pixhd import Pix2PixHDDecoder, Pix2PixHDEncoder
+
+
+# The biases that go with each encoder_init: "reference" leaves PyTorch's default U(+-1/sqrt(fan_in)) on
+# the encoders' and SFT layers' convs and on the output conv (the biases no InstanceNorm or AdaIN cancels;
+# the others cannot change what the network computes or learns); "he" starts them at 0.
+BIAS_INITS: dict[str, BiasInit] = {"he": zero_bias, "reference": torch_default_bias}
 
 
 def style_dim(n_blocks: int, channels: int) -> int:
@@ -52,13 +59,14 @@ class LabelEncoder(nn.Module):
     widths: tuple[int, int, int] = (16, 32, 64)
     n_deep: int = 3
     kernel_init: Initializer = encoder_kernel_init
+    bias_init: BiasInit = zero_bias
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
         """mask: (N, H, W, num_classes) one-hot -> fea1 (N, H/4, W/4, C), fea2 (N, H/4/2^n_deep, ..., C)."""
         conv = lambda f, k, s, p, name: ReflectConv(f, k, s, p, kernel_init=self.kernel_init,
-                                                    dtype=self.dtype, name=name)
+                                                    bias_init=self.bias_init, dtype=self.dtype, name=name)
         x = nn.relu(conv(self.widths[0], 7, 1, 3, "model_0")(mask))
         x = nn.relu(conv(self.widths[1], 4, 2, 1, "model_1")(x))
         fea1 = conv(self.widths[2], 4, 2, 1, "model_2")(x)
@@ -83,23 +91,26 @@ class StyleEncoder(nn.Module):
     widths: tuple[int, int, int] = (16, 32, 64)
     n_deep: int = 3
     kernel_init: Initializer = encoder_kernel_init
+    bias_init: BiasInit = zero_bias
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, image: jax.Array, fea1: jax.Array, fea2: jax.Array) -> jax.Array:
         """image (N, H, W, 3) in [-1, 1]; fea1, fea2 from LabelEncoder -> style (N, out_dim)."""
         conv = lambda f, k, s, p, name: ReflectConv(f, k, s, p, kernel_init=self.kernel_init,
-                                                    dtype=self.dtype, name=name)
+                                                    bias_init=self.bias_init, dtype=self.dtype, name=name)
         x = nn.relu(conv(self.widths[0], 7, 1, 3, "model_0")(image))
         x = nn.relu(conv(self.widths[1], 4, 2, 1, "model_1")(x))
         x = nn.relu(conv(self.widths[2], 4, 2, 1, "model_2")(x))
-        x = SFT(self.widths[2], kernel_init=self.kernel_init, dtype=self.dtype, name="sft1")(x, fea1)
+        x = SFT(self.widths[2], kernel_init=self.kernel_init, bias_init=self.bias_init, dtype=self.dtype,
+                name="sft1")(x, fea1)
         for i in range(self.n_deep):
             x = nn.relu(conv(self.widths[2], 4, 2, 1, f"model_middle_{i}")(x))
-        x = SFT(self.widths[2], kernel_init=self.kernel_init, dtype=self.dtype, name="sft2")(x, fea2)
+        x = SFT(self.widths[2], kernel_init=self.kernel_init, bias_init=self.bias_init, dtype=self.dtype,
+                name="sft2")(x, fea2)
         pooled = jnp.mean(x.astype(jnp.float32), axis=(1, 2), keepdims=True).astype(x.dtype)
-        style = nn.Conv(self.out_dim, (1, 1), kernel_init=self.kernel_init, dtype=self.dtype,
-                        name="model_last_1")(pooled)
+        style = nn.Conv(self.out_dim, (1, 1), kernel_init=self.kernel_init,
+                        bias_init=self.bias_init(self.widths[2]), dtype=self.dtype, name="model_last_1")(pooled)
         return style[:, 0, 0, :]
 
 
@@ -129,10 +140,13 @@ class DenseMappingNetwork(nn.Module):
       n_blocks: AdaIN residual blocks (4).
       encoder_widths: channels of the label and style encoders' stem and two stride-2 convs.
       n_encoder_deep: stride-2 convs from the H/4 features to the H/32 features (3).
-      encoder_init: kernel init of the label and style encoders and SFT layers, which have no
-        normalisation: "he" (default) or "reference" (N(0, 0.02), as every conv of the reference).
+      encoder_init: init of the label and style encoders and SFT layers, which have no
+        normalisation: "he" (default; He-normal kernels, zero biases) or "reference" (the reference's:
+        N(0, 0.02) kernels, as every conv of it, and PyTorch's default biases; see BIAS_INITS).
         With "reference" the style moves the output by only ~1e-8 at the start and short
         trainings learn to ignore it (see `layers.encoder_kernel_init`).
+      upsample: the backbone's up-sampling, "transpose" (the reference) or "resize" (nearest 2x + conv,
+        no checkerboard); see `Pix2PixHDDecoder`.
       dtype: compute dtype (float32 or bfloat16); parameters and norm statistics stay float32.
     """
 
@@ -143,6 +157,7 @@ class DenseMappingNetwork(nn.Module):
     encoder_widths: tuple[int, int, int] = (16, 32, 64)
     n_encoder_deep: int = 3
     encoder_init: str = "he"
+    upsample: str = "transpose"
     output_channels: int = 3
     dtype: Dtype = jnp.float32
 
@@ -174,13 +189,13 @@ class DenseMappingNetwork(nn.Module):
                                  f"{self.num_classes} classes")
         if self.encoder_init not in ENCODER_INITS:
             raise ValueError(f"encoder_init={self.encoder_init!r}: expected one of {sorted(ENCODER_INITS)}")
-        kernel_init = ENCODER_INITS[self.encoder_init]
+        kernel_init, bias_init = ENCODER_INITS[self.encoder_init], BIAS_INITS[self.encoder_init]
         channels = self.bottleneck_channels
         if style is None:
-            fea1, fea2 = LabelEncoder(self.encoder_widths, self.n_encoder_deep, kernel_init, dtype=self.dtype,
-                                      name="enc_label")(mask_t)
+            fea1, fea2 = LabelEncoder(self.encoder_widths, self.n_encoder_deep, kernel_init, bias_init,
+                                      dtype=self.dtype, name="enc_label")(mask_t)
             style = StyleEncoder(style_dim(self.n_blocks, channels), self.encoder_widths, self.n_encoder_deep,
-                                 kernel_init, dtype=self.dtype, name="enc_style")(image_t, fea1, fea2)
+                                 kernel_init, bias_init, dtype=self.dtype, name="enc_style")(image_t, fea1, fea2)
         if style_only:
             return style
         adain_params = split_style(style, self.n_blocks, channels)
@@ -190,5 +205,6 @@ class DenseMappingNetwork(nn.Module):
             x = AdaINResBlock(dtype=self.dtype, name=f"model_{first_block + b}")(
                 x, adain_params[2 * b:2 * b + 2])
         x = Pix2PixHDDecoder(self.ngf, self.n_downsample, self.output_channels,
-                             first_index=first_block + self.n_blocks, dtype=self.dtype, name="up")(x)
+                             first_index=first_block + self.n_blocks, out_bias_init=bias_init,
+                             upsample=self.upsample, dtype=self.dtype, name="up")(x)
         return jnp.tanh(x)

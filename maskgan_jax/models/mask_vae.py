@@ -33,23 +33,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from maskgan_jax.models.layers import Dtype, conv_kernel_init, edge_pad
+from maskgan_jax.models.layers import Dtype, conv_kernel_init, edge_pad, upsample_nearest_2x
 
 _LEAKY_SLOPE = 0.2
 _BN_MOMENTUM = 0.9  # PyTorch BatchNorm2d momentum=0.1 weighs the new batch by 0.1.
 _BN_EPS = 1e-5
 _BOTTOM = 4  # spatial size of the encoder's output and the decoder's first feature map
-
-
-def upsample_nearest_2x(x: jax.Array) -> jax.Array:
-    """Nearest-neighbour x2 upsampling (PyTorch nn.Upsample(scale_factor=2), mode 'nearest').
-
-    Args:
-      x: (N, H, W, C).
-    Returns:
-      (N, 2H, 2W, C); output pixel (i, j) copies input pixel (i // 2, j // 2).
-    """
-    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
 
 
 class MaskVAE(nn.Module):

@@ -15,16 +15,20 @@ full resolution). Differences, each for a reason:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from maskgan_jax import ops
 from maskgan_jax.models.layers import Conv2D, Dtype, UpConv, encoder_kernel_init, instance_norm
 
 NORMS = ("group", "instance", "none")
 UPSAMPLINGS = ("transpose", "resize")
+# UNet.layer_forms: "inherit" keeps the forms the caller traces in (config.model.layer_forms).
+INHERIT_FORMS = "inherit"
 
 
 class AffineInstanceNorm(nn.Module):
@@ -72,6 +76,9 @@ class UNet(nn.Module):
       norm: 'instance' (InstanceNorm with a learned affine, in layers' fast form), 'group' (GroupNorm,
         `groups` groups or fewer) or 'none'.
       upsample: 'transpose' (3x3 stride-2 transposed conv) or 'resize' (nearest 2x, then a 3x3 conv).
+      layer_forms: the forms its layers compute in (one of maskgan_jax.ops.FORMS), or 'inherit': those
+        of the caller (config.model.layer_forms). The fast XLA:CPU forms pay off on wide convs; a
+        narrow parser may run faster in the plain ones (README, "The face parser").
       dtype: compute dtype; the logits are float32.
     """
 
@@ -81,6 +88,7 @@ class UNet(nn.Module):
     norm: str = "instance"
     groups: int = 8
     upsample: str = "transpose"
+    layer_forms: str = INHERIT_FORMS
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -96,6 +104,14 @@ class UNet(nn.Module):
             raise ValueError(f"UNet.norm: expected one of {NORMS}, got {self.norm!r}")
         if self.upsample not in UPSAMPLINGS:
             raise ValueError(f"UNet.upsample: expected one of {UPSAMPLINGS}, got {self.upsample!r}")
+        if self.layer_forms != INHERIT_FORMS and self.layer_forms not in ops.FORMS:
+            raise ValueError(f"UNet.layer_forms: expected {INHERIT_FORMS!r} or one of {ops.FORMS}, "
+                             f"got {self.layer_forms!r}")
+        forms = contextlib.nullcontext() if self.layer_forms == INHERIT_FORMS else ops.layer_forms(self.layer_forms)
+        with forms:
+            return self._logits(image)
+
+    def _logits(self, image: jax.Array) -> jax.Array:
         factor = 2 ** (len(self.widths) - 1)
         if image.shape[1] % factor or image.shape[2] % factor:
             raise ValueError(f"UNet with {len(self.widths) - 1} downsamplings needs H and W multiples of {factor}, "

@@ -9,7 +9,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from maskgan_jax.models.layers import Conv2D, Dtype, ReflectConv, UpConv, instance_norm, reflect_pad
+from maskgan_jax.models.layers import (BiasInit, Conv2D, Dtype, ReflectConv, UpConv, instance_norm, reflect_pad,
+                                      upsample_nearest_2x, zero_bias)
 
 
 class Pix2PixHDEncoder(nn.Module):
@@ -33,29 +34,47 @@ class Pix2PixHDEncoder(nn.Module):
         return x
 
 
+UPSAMPLINGS = ("transpose", "resize")
+
+
 class Pix2PixHDDecoder(nn.Module):
     """pix2pixHD global generator up path: n_upsample x [transposed conv 3x3 s2, IN, ReLU] halving the
     width, then reflect pad 3 and conv 7x7 to out_channels (no output activation here).
 
     Attributes:
       first_index: index of the first transposed conv in the reference nn.Sequential, for names.
+      upsample: "transpose" (the reference's stride-2 transposed conv) or "resize" (nearest 2x, then a
+        reflect-padded 3x3 conv: every output pixel sees the same number of input taps, so no
+        checkerboard; Odena et al. 2016). Same parameter count; "resize" keeps its weights under
+        `model_<i>/conv`, so only "transpose" imports the reference's weights.
+      out_bias_init: the output conv's bias init (the only bias of the path that no InstanceNorm
+        cancels, so the only one whose init changes what the network computes).
     """
 
     ngf: int
     n_upsample: int
     out_channels: int
     first_index: int
+    out_bias_init: BiasInit = zero_bias
+    upsample: str = "transpose"
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """(N, h, w, ngf * 2^n) -> (N, h * 2^n, w * 2^n, out_channels), pre-activation."""
+        if self.upsample not in UPSAMPLINGS:
+            raise ValueError(f"upsample={self.upsample!r}: expected one of {UPSAMPLINGS}")
         for i in range(self.n_upsample):
             width = self.ngf * 2 ** (self.n_upsample - i - 1)
-            x = UpConv(width, dtype=self.dtype, name=f"model_{self.first_index + 3 * i}")(x)
+            name = f"model_{self.first_index + 3 * i}"
+            if self.upsample == "transpose":
+                x = UpConv(width, dtype=self.dtype, name=name)(x)
+            else:
+                x = ReflectConv(width, 3, 1, 1, dtype=self.dtype, name=name)(upsample_nearest_2x(x))
             x = nn.relu(instance_norm(x))
         last = self.first_index + 3 * self.n_upsample + 1
-        return Conv2D(self.out_channels, 7, dtype=self.dtype, name=f"model_{last}")(reflect_pad(x, 3))
+        return Conv2D(self.out_channels, 7, bias_init=self.out_bias_init, dtype=self.dtype,
+                      name=f"model_{last}")(reflect_pad(x, 3))
 
 
 class ResnetBlock(nn.Module):

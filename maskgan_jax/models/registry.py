@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from maskgan_jax.models.blender import AlphaBlender
+from maskgan_jax.models.classifier import AttributeClassifier
 from maskgan_jax.models.discriminator import MultiScaleDiscriminator
 from maskgan_jax.models.generator import DenseMappingNetwork
 from maskgan_jax.models.mask_vae import MaskVAE
@@ -84,6 +85,7 @@ REGISTRY: dict[str, NetworkSpec] = {
     "mask_vae": NetworkSpec(MaskVAE, _mask_vae_inputs, rng_streams=("params", "reparam")),
     "alpha_blender": NetworkSpec(AlphaBlender, _blender_inputs),
     "unet": NetworkSpec(UNet, _parser_inputs),
+    "attribute_classifier": NetworkSpec(AttributeClassifier, _parser_inputs),
 }
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
@@ -111,7 +113,7 @@ def build_network(config: ml_collections.ConfigDict, role: str, dtype: str | Non
 
     Args:
       config: a run config (`model.<role>`, `num_classes`, `resolution`, `model.compute_dtype`).
-      role: the block's name, e.g. 'generator', 'discriminator', 'mask_vae', 'blender'.
+      role: the block's name, e.g. 'generator', 'discriminator', 'mask_vae', 'blender', 'classifier'.
       dtype: compute dtype name overriding `config.model.compute_dtype` (inference may differ).
     Raises:
       ValueError: an unknown class name, or a block field the class does not take (named).
