@@ -125,9 +125,16 @@ def _run_stage(compiled, phase, num_devices, stage, states, batch, step=3):
     return jax.device_get((states, metrics))
 
 
+def _edits_of_the_batch(networks, config, vae_variables, mask, mask_ref):
+    """A stand-in for steps.simulated_edits whose result the batch alone decides: M_inter = the reference
+    mask, M_outer = the target's own (see test_simulated_edits_differ_between_layouts_only_at_ties)."""
+    del networks, config, vae_variables
+    return mask_ref.astype(jnp.int32), mask.astype(jnp.int32)
+
+
 # EBST runs stage 1 (the DMN step) and stage 2, so these cover every step.
 @pytest.mark.parametrize("phase", ["maskvae", "ebst", "parser"])
-def test_step_on_8_devices_equals_1_device(phase, config, compiled):
+def test_step_on_8_devices_equals_1_device(phase, config, networks, compiled, monkeypatch):
     """Each stage, started from the same states on 1 device and on 8 (one example each), computes the
     same losses and the same gradients up to rounding, and so the same update.
 
@@ -145,12 +152,20 @@ def test_step_on_8_devices_equals_1_device(phase, config, compiled):
     within 2 lr / eps times the largest gradient difference of the stage. The MaskVAE step draws its
     reparameterisation noise per example, so reordering its batch changes its sums; its gradients are
     held to 2e-4 of each tensor's largest element plus 1e-5 of the network's largest instead (measured:
-    the biases its BatchNorms cancel differ by up to 5e-9, 1.7e-6 of the network's 3e-3)."""
+    the biases its BatchNorms cancel differ by up to 5e-9, 1.7e-6 of the network's 3e-3).
+    EBST stage 2 edits with the argmax of the MaskVAE's decoded logits, which the rounding decides where
+    two classes tie (a fresh MaskVAE's logits are ~1e-7, its top two as close as 3e-12), and G_B's stem
+    reads those masks directly: one flipped pixel moved its kernel gradient by 1.3e-3. So here stage 2
+    edits with masks of the batch (_edits_of_the_batch), and the edits' own layout dependence is the
+    next test's."""
     assert len(jax.devices()) >= 8, "conftest sets 8 host devices"
     batch = _batch(config)
     order = np.random.default_rng(1).permutation(GLOBAL_BATCH)
     reordered = {key: value[order] for key, value in batch.items()}
     hp = config.phases[phase]
+    if phase == "ebst":
+        monkeypatch.setattr(steps_lib, "simulated_edits", _edits_of_the_batch)
+        compiled = CompiledSteps(config, networks)  # traced with the stand-in
     states, _ = jax.device_get(compiled.fresh(phase, 1))
     for stage in range(len(compiled(phase, 1)[2])):
         one, metrics_one = _run_stage(compiled, phase, 1, stage, states, batch)
@@ -180,6 +195,30 @@ def test_step_on_8_devices_equals_1_device(phase, config, compiled):
                     np.testing.assert_allclose(y, x, err_msg=f"stage {stage} {name} {jax.tree_util.keystr(path)}",
                                                **tolerance)
         states = one
+
+
+def test_simulated_edits_differ_between_layouts_only_at_ties(config, networks, compiled):
+    """EBST's simulated edits on 8 devices equal those on 1 wherever a pixel's two largest decoded logits
+    are apart by more than 1e-4 of the largest logit (float32 rounding is ~1e-7 of it)."""
+    states, _ = jax.device_get(compiled.fresh("ebst", 1))
+    variables = states["mask_vae"].variables()
+    batch = _batch(config)
+    edits = {}
+    for num_devices in (1, 8):
+        mesh = sharding_lib.create_mesh(config.mesh, jax.devices()[:num_devices])
+        rows = sharding_lib.batch_sharding(mesh)
+        fn = jax.jit(lambda v, m, r: steps_lib.simulated_edits(networks, config, v, m, r),
+                     in_shardings=(sharding_lib.replicated(mesh), rows, rows), out_shardings=(rows, rows))
+        edits[num_devices] = np.concatenate(jax.device_get(fn(variables, batch["mask"], batch["mask_ref"])))
+    module = networks.mask_vae
+    both = jax.nn.one_hot(np.concatenate([batch["mask"], batch["mask_ref"]]), config.num_classes)
+    z_t, z_ref = np.split(np.asarray(module.apply(variables, both, False, method=module.encode)[0]), 2)
+    v = (z_ref - z_t) / config.loss.lambda_inter
+    logits = np.sort(np.asarray(module.apply(variables, np.concatenate([z_t + v, z_t - v]), False,
+                                             method=module.decode)), axis=-1)
+    gaps = logits[..., -1] - logits[..., -2]
+    flipped = edits[1] != edits[8]
+    assert np.all(gaps[flipped] <= 1e-4 * np.abs(logits).max()), (int(flipped.sum()), gaps[flipped].max())
 
 
 def test_step_on_8_devices_with_another_batch_differs(config, compiled):
