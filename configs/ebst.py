@@ -101,10 +101,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss = ml_collections.ConfigDict(dict(
         # Weight of each term of maskgan_jax.objective (a term weighted 0 is not computed).
         # G and G_B (DMN, EBST stage 2): pix2pixHD's adversarial + 10 feature matching + 10 perceptual.
-        # MaskVAE: cross-entropy + 1e-5 KL. l1 (to the target image) is not in the paper.
+        # MaskVAE: cross-entropy + 1e-5 KL. l1 (to the target image) and l1_balanced (the same, class-
+        # balanced by l1_class_balance below) are not in the paper.
         # Parser: pixel-wise cross-entropy, as the reference's face parser; soft Dice is ours (off).
         # Attribute classifier: binary cross-entropy of each attribute.
-        weights=dict(adversarial=1.0, feature_matching=10.0, perceptual=10.0, l1=0.0,
+        weights=dict(adversarial=1.0, feature_matching=10.0, perceptual=10.0, l1=0.0, l1_balanced=0.0,
                      cross_entropy=1.0, kl=1e-5, parser_cross_entropy=1.0, parser_dice=0.0,
                      parser_lovasz=0.0, classifier_cross_entropy=1.0),
         # The parser's cross-entropy weighs each pixel by (its class's fraction of the batch)^-power:
@@ -112,8 +113,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         parser_class_balance=0.0,
         # The same for the MaskVAE's cross-entropy (0: the reference's plain cross-entropy).
         mask_vae_class_balance=0.0,
-        # The same for the generator's L1 term, by the classes of the mask it follows (0: plain L1).
-        l1_class_balance=0.0,
+        # The same for the generator's l1_balanced term, by the classes of the mask it follows.
+        l1_class_balance=0.5,
         # pix2pixHD VGGLoss weights of relu1_1, relu2_1, relu3_1, relu4_1, relu5_1.
         perceptual_layer_weights=(1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0),
         # Local .npz from `python -m maskgan_jax.convert_vgg19` (Keras h5 or torchvision weights);

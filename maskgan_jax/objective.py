@@ -42,9 +42,9 @@ class GeneratorInputs:
     condition: one-hot mask (N, H, W, C) the images should follow. real, fake: (N, H, W, 3) float32
     in [-1, 1]; gradients flow to `fake`. discriminator / d_params: D and its (fixed) parameters.
     vgg / vgg_params: the frozen VGG19 (params None: no weights loaded). perceptual_layer_weights:
-    per-layer weights of the perceptual term. l1_class_balance: the exponent of the L1 term's
-    class-balancing weights over `condition`'s classes (config.loss.l1_class_balance; 0: every pixel
-    counts the same). given_discriminator_outputs: D's outputs on (condition,
+    per-layer weights of the perceptual term. l1_class_balance: the exponent of the `l1_balanced`
+    term's class-balancing weights over `condition`'s classes (config.loss.l1_class_balance; 0: every
+    pixel counts the same, the plain L1). given_discriminator_outputs: D's outputs on (condition,
     real) and (condition, fake) computed by the caller (the training steps share them with D's loss;
     gradients then flow to the fake outputs, not through D); None: D runs here when a term needs it.
     """
@@ -70,8 +70,11 @@ class GeneratorInputs:
         return real, apply(discriminator_input(self.condition, self.fake))
 
     def l1(self) -> jax.Array:
-        if self.l1_class_balance == 0:
-            return losses.l1(self.fake, self.real)
+        return losses.l1(self.fake, self.real)
+
+    def l1_balanced(self) -> jax.Array:
+        """L1 with each pixel weighted by its wanted class's batch fraction^-l1_class_balance: a term beside
+        the plain `l1`, so the small parts gain weight while the large classes keep the plain term's."""
         labels = jnp.argmax(self.condition, axis=-1)
         weights = losses.class_balance_weights(labels, self.condition.shape[-1], self.l1_class_balance)
         return losses.weighted_l1(self.fake, self.real, weights)
@@ -96,6 +99,7 @@ GENERATOR_TERMS: dict[str, Callable[[GeneratorInputs], jax.Array]] = {
     "adversarial": _adversarial,
     "feature_matching": _feature_matching,
     "l1": GeneratorInputs.l1,
+    "l1_balanced": GeneratorInputs.l1_balanced,
     "perceptual": GeneratorInputs.perceptual,
 }
 

@@ -111,6 +111,10 @@ def load_parser(path: str | os.PathLike, mesh: Mesh | None = None, compute_dtype
 # ----------------------------------------------------------------------------- parsing
 
 
+# Reorders a mirrored face's class channels to the face's own classes (the permutation is an involution).
+_UNFLIP = np.argsort(labels.flip_permutation())
+
+
 def parse_images(module: Any, params: Any, images: jax.Array, flip_average: bool = True) -> jax.Array:
     """uint8 (N, R, R, 3) faces -> uint8 (N, R, R) label maps, pure.
 
@@ -126,10 +130,6 @@ def parse_images(module: Any, params: Any, images: jax.Array, flip_average: bool
         # Channel c of the mirror's output scores class flip_permutation()[c] of the face itself.
         log_probs = log_probs + mirrored[..., _UNFLIP]
     return jnp.argmax(log_probs, axis=-1).astype(jnp.uint8)
-
-
-# Reorders a mirrored face's class channels to the face's own classes (the permutation is an involution).
-_UNFLIP = np.argsort(labels.flip_permutation())
 
 
 def _pad_batch(array: np.ndarray, size: int) -> np.ndarray:

@@ -56,6 +56,10 @@ def test_train_then_score_on_the_smoke_config(tmp_path, capsys):
     dmn_convergence.score([run], records_file)
     table = capsys.readouterr().out
     assert "| smoke@3+keep_unedited |" in table
+    # Each snapshot's "beats the baselines" verdict; an untrained generator fails it, KID is not evaluated.
+    assert "- smoke@3, beats the baselines: FAIL" in table
+    assert "- smoke@3+keep_unedited, beats the baselines: FAIL" in table
+    assert "[not evaluated (" in table  # mask following needs a parser (below), KID the Inception
     records = json.loads(records_file.read_text())
     methods = {r["method"] for r in records}
     assert methods == {m + suffix for m in ("truth", "unedited", "mean_colour", "colour_fit", "smoke@1", "smoke@3")
@@ -70,6 +74,8 @@ def test_train_then_score_on_the_smoke_config(tmp_path, capsys):
     # With a parser, mask following joins the pixel scores (the truth row is its ceiling).
     parser_dir = paint_fixtures.make_workdir(tmp_path, with_mask_vae=False, with_parser=True)
     dmn_convergence.score([run], records_file, parser=str(parser_dir))
+    # With a parser only KID is left unevaluated: one criterion per edit kind.
+    assert f"[not evaluated ({len(evaluate.EDIT_KINDS)}): KID < mean_colour's / smile" in capsys.readouterr().out
     following = {(r["method"], r["edit"], r["region"]) for r in json.loads(records_file.read_text())
                  if r["metric"] == "mask_pixel_accuracy"}
     assert {("truth", kind, "edited") for kind in evaluate.EDIT_KINDS} <= following

@@ -86,18 +86,20 @@ def test_perceptual_weight_without_vgg_weights_is_a_clear_error():
         objective.weighted_terms(objective.GENERATOR_TERMS, weights, inputs)
 
 
-def test_generator_l1_class_balance_lifts_the_rare_class():
-    """l1_class_balance 0 is the plain mean; 0.5 weighs each pixel by its mask class's fraction^-0.5: an
-    error on the one-pixel class of four counts sqrt(3) times an error on a three-pixel class's pixel."""
+def test_generator_l1_balanced_lifts_the_rare_class():
+    """`l1` is the plain mean whatever l1_class_balance; `l1_balanced` weighs each pixel by its mask class's
+    fraction^-power: at 0.5 an error on the one-pixel class of four counts sqrt(3) times an error on a
+    three-pixel class's pixel; at 0 it is the plain mean."""
     condition = jax.nn.one_hot(jnp.array([[[1, 1], [1, 2]]]), 3)
     real = jnp.zeros((1, 2, 2, 3))
     fake = real.at[0, 1, 1].set(0.6)  # wrong only on the rare class's pixel
     inputs = lambda power: objective.GeneratorInputs(
         condition=condition, real=real, fake=fake, discriminator=None, d_params=None, vgg=None, vgg_params=None,
         perceptual_layer_weights=(), l1_class_balance=power)
-    plain = objective.GENERATOR_TERMS["l1"](inputs(0.0))
+    plain = objective.GENERATOR_TERMS["l1"](inputs(0.5))
     assert float(plain) == pytest.approx(0.6 / 4, rel=1e-6)
-    balanced = objective.GENERATOR_TERMS["l1"](inputs(0.5))
+    assert float(objective.GENERATOR_TERMS["l1_balanced"](inputs(0.0))) == pytest.approx(float(plain), rel=1e-6)
+    balanced = objective.GENERATOR_TERMS["l1_balanced"](inputs(0.5))
     w_common, w_rare = (3 / 4) ** -0.5, (1 / 4) ** -0.5
     assert float(balanced) == pytest.approx(0.6 * w_rare / (3 * w_common + w_rare), rel=1e-6)
     assert float(balanced) > float(plain)

@@ -168,6 +168,18 @@ def score(runs: list[Path], out: Path | None, parser: str | None = None) -> None
     if out is not None:
         out.write_text(json.dumps(records, indent=1) + "\n")
     print(edit_report.markdown_tables(records))
+    print(snapshot_verdicts(records, list(generated)))
+
+
+def snapshot_verdicts(records: list[dict], snapshots: list[str]) -> str:
+    """The benchmark's "beats the baselines" tier for each snapshot, plain and composited: what this study
+    can judge of the quickstart's bar (KID needs the Inception: its criteria are listed as not evaluated)."""
+    from maskgan_jax import edit_tiers, evaluate
+
+    kinds = [kind for kind in evaluate.EDIT_KINDS if any(r["edit"] == kind for r in records)]
+    verdicts = [edit_tiers.beats_the_baselines(name + suffix, records, kinds)
+                for name in snapshots for suffix in ("", edit_tiers.KEEP_SUFFIX)]
+    return "\n".join(["", f"### {edit_tiers.BEATS_BASELINES}", "", edit_tiers.format_verdicts(verdicts)])
 
 
 def main(argv: list[str] | None = None) -> int:
