@@ -82,6 +82,29 @@ def test_train_then_score_on_the_smoke_config(tmp_path, capsys):
     assert {("smoke@3", kind, "all") for kind in evaluate.EDIT_KINDS} <= following
 
 
+@pytest.mark.filterwarnings("ignore:Matrix is ill-conditioned")  # FID of 14 stand-in features: rank-deficient
+def test_score_with_an_inception_adds_kid_of_the_snapshots_and_the_painter(tmp_path, monkeypatch):
+    """--inception wires the benchmark's KID/FID in: for the snapshots and the mean-colour painter (plain and
+    composited), not the other rows; a stand-in feature extractor (each image's mean colour, tiled) keeps it
+    fast. A missing Inception file is an error that names it."""
+    held_out = evaluate.held_out_examples(RESOLUTION, num_per_edit=2)  # KID needs two faces of a kind
+    run = tmp_path / "run.npz"
+    rng = np.random.default_rng(0)
+    np.savez(run, config=np.array(ebst_config.get_config("smoke").to_json()), device=np.array("cpu"),
+             num_per_edit=2, log=np.array(json.dumps([{"step": 1}])),
+             outputs_1=rng.integers(0, 256, (len(held_out), RESOLUTION, RESOLUTION, 3), dtype=np.uint8))
+    stand_in = lambda images: np.tile(images.reshape(len(images), -1, 3).mean(axis=1), (1, 683))[:, :2048]
+    monkeypatch.setattr(evaluate, "load_features", lambda path, skipped, batch_size=25: stand_in)
+    records_file = tmp_path / "records.json"
+    dmn_convergence.score([run], records_file, inception="stand-in.npz", realism_per_edit=2)
+    with_kid = {r["method"] for r in json.loads(records_file.read_text()) if r["metric"] == "kid"}
+    assert with_kid == {m + suffix for m in ("mean_colour", "run@1") for suffix in ("", "+keep_unedited")}
+
+    monkeypatch.undo()
+    with pytest.raises(FileNotFoundError, match="missing.npz"):
+        dmn_convergence.score([run], None, inception=str(tmp_path / "missing.npz"))
+
+
 def test_load_config_applies_overrides_and_names_bad_ones():
     config = dmn_convergence.load_config("configs/ebst.py:quickstart",
                                          ["phases.dmn.learning_rate=1e-3", "model.generator.ngf=32"])

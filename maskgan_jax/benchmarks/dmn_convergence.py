@@ -8,8 +8,10 @@ A convergence study of one config's DMN phase, in three steps that may run on di
     # 2. anywhere JAX runs (e.g. an accelerator with no TFDS): train, snapshotting the generator
     python -m maskgan_jax.benchmarks.dmn_convergence train --config=configs/ebst.py:quickstart \
         --data=conv/data.npz --out=conv/run.npz --num_steps=20000 --snapshots=1000,5000,20000
-    # 3. here: score every snapshot with the benchmark and print the table (--parser: mask following too)
-    python -m maskgan_jax.benchmarks.dmn_convergence score --runs=conv/run.npz [--parser=RUN]
+    # 3. here: score every snapshot with the benchmark and print the tables and each snapshot's verdict
+    #    (--parser: mask following too; --inception: KID and FID)
+    python -m maskgan_jax.benchmarks.dmn_convergence score --runs=conv/run.npz [--parser=RUN] \
+        [--inception=inception.npz]
 
 `train` needs only jax, flax, optax, orbax, numpy and ml_collections (no TFDS): it samples batches
 from the exported arrays (with the input pipeline's random flip), runs the DMN phase's own jitted step
@@ -141,13 +143,16 @@ def train(config: ml_collections.ConfigDict, data: Path, out: Path, num_steps: i
 # ----------------------------------------------------------------------------- 3. score
 
 
-def score(runs: list[Path], out: Path | None, parser: str | None = None) -> None:
+def score(runs: list[Path], out: Path | None, parser: str | None = None, inception: str | None = None,
+          realism_per_edit: int = 20) -> None:
     """Scores every snapshot of every run next to the benchmark's reference rows, each also with
     --keep_unedited (`edit`'s blend, applied here to the rounded result: within half a level of `edit`'s
-    own), with the benchmark's pixel scores and, given a trained parser (a workdir, phase or step
-    directory), its mask following (no Inception here); prints the benchmark's tables and writes the
-    records to `out` when given."""
-    from maskgan_jax import edit_report, evaluate
+    own), with the benchmark's pixel scores; given a trained parser (a workdir, phase or step
+    directory), its mask following; given the FID Inception (.npz of `convert_inception`), KID and FID of
+    the snapshots and the mean-colour painter on the first `realism_per_edit` faces of each kind (the
+    quickstart benchmark's sample). Prints the benchmark's tables and each snapshot's "beats the
+    baselines" verdict, and writes the records to `out` when given."""
+    from maskgan_jax import edit_report, edit_tiers, evaluate
 
     generated = {}
     for run in runs:
@@ -164,7 +169,15 @@ def score(runs: list[Path], out: Path | None, parser: str | None = None) -> None
     rows = evaluate.with_keep_unedited(rows, examples, *edit_lib.default_margins(resolution))
     parse = None if parser is None else evaluate.load_parse_fn(
         parser, resolution, evaluate.HELD_OUT_SEED, batch_size=64)[0]
-    records = evaluate.score_rows(rows, examples, parse, num_resamples=200)
+    features = None
+    if inception is not None:
+        skipped = []
+        features = evaluate.load_features(inception, skipped)
+        if features is None:
+            raise FileNotFoundError(skipped[0])
+    realism = [name + suffix for name in (evaluate.MEAN_COLOUR, *generated) for suffix in ("", edit_tiers.KEEP_SUFFIX)]
+    records = evaluate.score_rows(rows, examples, parse, features, realism_methods=realism,
+                                  realism_per_edit=realism_per_edit, num_resamples=200)
     if out is not None:
         out.write_text(json.dumps(records, indent=1) + "\n")
     print(edit_report.markdown_tables(records))
@@ -202,9 +215,13 @@ def main(argv: list[str] | None = None) -> int:
     scorer.add_argument("--out", type=Path, default=None, help="JSON records (optional)")
     scorer.add_argument("--parser", default=None, help="a trained parser (workdir, phase or step directory): "
                                                        "adds mask following")
+    scorer.add_argument("--inception", default=None, help="the FID Inception .npz (make inception-weights): "
+                                                          "adds KID and FID")
+    scorer.add_argument("--realism_per_edit", type=int, default=20,
+                        help="faces per edit kind that KID/FID read (with --inception)")
     args = parser.parse_args(argv)
     if args.command == "score":
-        score(args.runs, args.out, args.parser)
+        score(args.runs, args.out, args.parser, args.inception, args.realism_per_edit)
         return 0
     config = load_config(args.config, args.set)
     if args.command == "export":
