@@ -35,6 +35,7 @@ import ml_collections
 import numpy as np
 
 from maskgan_jax import edit as edit_lib
+from maskgan_jax import edit_tiers
 from maskgan_jax import runtime
 from maskgan_jax.benchmarks.common import load_config
 from maskgan_jax import state as state_lib
@@ -152,7 +153,7 @@ def score(runs: list[Path], out: Path | None, parser: str | None = None, incepti
     the snapshots and the mean-colour painter on the first `realism_per_edit` faces of each kind (the
     quickstart benchmark's sample). Prints the benchmark's tables and each snapshot's "beats the
     baselines" verdict, and writes the records to `out` when given."""
-    from maskgan_jax import edit_report, edit_tiers, evaluate
+    from maskgan_jax import edit_report, evaluate
 
     generated = {}
     for run in runs:
@@ -185,9 +186,9 @@ def score(runs: list[Path], out: Path | None, parser: str | None = None, incepti
 
 
 def snapshot_verdicts(records: list[dict], snapshots: list[str]) -> str:
-    """The benchmark's "beats the baselines" tier for each snapshot, plain and composited: what this study
-    can judge of the quickstart's bar (KID needs the Inception: its criteria are listed as not evaluated)."""
-    from maskgan_jax import edit_tiers, evaluate
+    """The benchmark's "beats the baselines" tier for each snapshot, plain and composited: the quickstart's
+    bar (without `score`'s --inception, KID's criteria are listed as not evaluated)."""
+    from maskgan_jax import evaluate
 
     kinds = [kind for kind in evaluate.EDIT_KINDS if any(r["edit"] == kind for r in records)]
     verdicts = [edit_tiers.beats_the_baselines(name + suffix, records, kinds)
