@@ -124,5 +124,8 @@ def pipeline_config(config: ml_collections.ConfigDict, phase: str,
     pipeline.shuffle_seed = config.data.shuffle_seed + PHASES.index(phase)
     pipeline.random_flip = config.data.random_flip
     pipeline.worker_count = config.data.worker_count
+    pipeline.read_threads = config.data.read_threads
+    pipeline.prefetch_buffer_size = config.data.prefetch_buffer_size
+    pipeline.cache_decoded = config.data.cache_decoded
     pipeline.num_shards = config.data.num_shards
     return pipeline

@@ -2,6 +2,7 @@
 
 Data flow, per process:
     tfds.data_source(name, split)                    ArrayRecord, random access
+    -> InMemorySource (optional, `cache_decoded`): each decoded example kept after its first read
     -> grain IndexSampler: this process's shard, shuffled with `shuffle_seed`, repeated forever
     -> RandomFlip (optional): per-example seeded horizontal flip that also swaps left/right labels
     -> ToModelInputs: image float32 [-1, 1], mask int32 (H, W), attributes int32 (40,) in {0, 1}
@@ -25,6 +26,14 @@ Config fields (`default_config()`; a `ml_collections.ConfigDict`):
     random_flip   horizontal flip with probability 1/2, swapping l/r eye, brow and ear labels.
     worker_count  grain worker processes (0: decode in this process's threads). Workers need
                   parsed absl flags (absl.app.run) and a `__main__` guard.
+    read_threads  threads that read and decode examples ahead of the loop (grain.ReadOptions
+                  num_threads; 0: read on demand in the calling thread).
+    prefetch_buffer_size
+                  examples those threads read ahead (grain.ReadOptions; 0 with read_threads 0).
+    cache_decoded keep every decoded example in host memory after its first read, so later epochs
+                  skip reading and decoding (TFDS's per-feature parsing costs ~2 ms an example in
+                  Python). For datasets that fit: the quickstart's 2,000 faces at 64 px take ~35 MB;
+                  CelebAMask-HQ at 512 px would take ~30 GB a host.
     num_shards    logical data shards (None: one per JAX process). Each shard is read by its own
                   grain loader with batch `batch_size // num_shards`; process p reads shards
                   [p * k, (p + 1) * k), k = num_shards // processes, and the global batch is the
@@ -62,11 +71,41 @@ def default_config() -> ml_collections.ConfigDict:
         "shuffle_seed": 0,
         "random_flip": True,
         "worker_count": 0,
+        "read_threads": 16,
+        "prefetch_buffer_size": 500,
+        "cache_decoded": False,
         "num_shards": None,
     })
 
 
 # ----------------------------------------------------------------------------- per example
+
+
+class InMemorySource:
+    """A random-access data source that keeps each example of `source` after its first read.
+
+    grain has no random-access cache (grain.experimental.CacheIterDataset replays an iterator's first
+    pass, which would freeze the shuffle order), hence this wrapper. Examples are returned as read
+    (the same objects each time): the transforms after it must not modify them in place (they copy).
+    Concurrent reads of a missing index may decode it twice; the result is the same.
+    """
+
+    def __init__(self, source):
+        self._source = source
+        self._examples: dict[int, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, index: int) -> Any:
+        example = self._examples.get(index)
+        if example is None:
+            example = self._examples[index] = self._source[index]
+        return example
+
+    def __repr__(self) -> str:
+        return f"InMemorySource({self._source!r}, {len(self._examples)} of {len(self)} examples held)"
+
 
 
 class RandomFlip(grain.transforms.RandomMap):
@@ -147,11 +186,13 @@ def create_data_loader(
     operations = [RandomFlip()] if config.random_flip else []
     operations += [ToModelInputs(), grain.transforms.Batch(local_batch_size, drop_remainder=True)]
     return grain.DataLoader(
-        data_source=source,
+        data_source=InMemorySource(source) if config.cache_decoded else source,
         sampler=sampler,
         operations=operations,
         worker_count=config.worker_count,
         shard_options=shard_options,
+        read_options=grain.ReadOptions(num_threads=config.read_threads,
+                                       prefetch_buffer_size=config.prefetch_buffer_size),
     )
 
 

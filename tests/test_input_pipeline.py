@@ -178,6 +178,59 @@ def test_pipeline_flips_image_and_mask_together(data_dir, source_examples):
     assert 0 < sum(flipped) < len(flipped)  # both kinds occur in 32 draws
 
 
+class CountingSource:
+    """A random-access source that counts its reads per index."""
+
+    def __init__(self, source):
+        self.source, self.reads = source, {}
+
+    def __len__(self):
+        return len(self.source)
+
+    def __getitem__(self, index):
+        self.reads[index] = self.reads.get(index, 0) + 1
+        return self.source[index]
+
+
+def test_in_memory_source_reads_each_example_once(data_dir):
+    counting = CountingSource(tfds.data_source(NAME, split="train", data_dir=data_dir))
+    cached = input_pipeline.InMemorySource(counting)
+    first = [cached[i] for i in range(len(cached))]
+    again = [cached[i] for i in (3, 0, 2, 1, 0)]
+    assert len(cached) == 4 and counting.reads == {0: 1, 1: 1, 2: 1, 3: 1}
+    assert again[1] is first[0] and again[0] is first[3]
+
+
+@pytest.mark.parametrize("read_threads,prefetch", [(0, 0), (2, 8)])
+def test_cached_pipeline_yields_the_same_batches(data_dir, read_threads, prefetch):
+    """Over three epochs (flips drawn per epoch), caching and the read options change no batch."""
+    def batches(**overrides):
+        config = make_config(data_dir, batch_size=2, random_flip=True, shuffle_seed=5, **overrides)
+        iterator = iter(input_pipeline.create_data_loader(config, grain.sharding.NoSharding()))
+        return [next(iterator) for _ in range(6)]
+
+    want = batches()
+    got = batches(cache_decoded=True, read_threads=read_threads, prefetch_buffer_size=prefetch)
+    for w, g in zip(want, got):
+        for key in ("image", "mask", "attributes"):
+            np.testing.assert_array_equal(g[key], w[key])
+
+
+def test_transforms_leave_cached_examples_unchanged(data_dir):
+    """The cache hands out the same objects every epoch: the per-example transforms must copy."""
+    cached = input_pipeline.InMemorySource(tfds.data_source(NAME, split="train", data_dir=data_dir))
+    example = cached[0]
+    image, mask = example["image"].copy(), example["mask"].copy()
+    for seed in range(8):  # both flip outcomes occur in 8 draws (p = 1 - 2 * 2^-8)
+        flipped = input_pipeline.RandomFlip().random_map(example, np.random.default_rng(seed))
+        inputs = input_pipeline.ToModelInputs().map(flipped)
+        inputs["image"] += 1
+        inputs["mask"] += 1
+    assert cached[0] is example
+    np.testing.assert_array_equal(example["image"], image)
+    np.testing.assert_array_equal(example["mask"], mask)
+
+
 # ----------------------------------------------------------------------------- global batches
 
 
