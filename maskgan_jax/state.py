@@ -140,15 +140,10 @@ def create_sharded(make: Callable[[], Any], mesh: jax.sharding.Mesh, min_sharded
     return jax.jit(make, out_shardings=shardings)(), shardings
 
 
-def create_state(name: str, networks: Networks, config: ml_collections.ConfigDict,
-                 tx: optax.GradientTransformation | None, mesh: jax.sharding.Mesh,
-                 optimized: tuple[str, ...] | None = None) -> tuple[NetState, Any]:
-    """Network `name`'s fresh state, created directly in its shardings on `mesh`: initial variables from
-    `init_rng`, and the optimiser state of `tx` (None: a frozen network, no optimiser state).
-
-    optimized: the networks whose parameters the optimiser state covers, as {name: params} (default:
-    `name` alone, the state over its own params; see phases.JOINT_OPTIMIZER). Returns (state, shardings).
-    """
+def _state_maker(name: str, networks: Networks, config: ml_collections.ConfigDict,
+                 tx: optax.GradientTransformation | None,
+                 optimized: tuple[str, ...] | None) -> Callable[[], NetState]:
+    """A pure function of nothing that returns network `name`'s fresh state (see `create_state`)."""
 
     def make() -> NetState:
         variables = init_variables(name, networks, config, init_rng(name, config))
@@ -159,7 +154,43 @@ def create_state(name: str, networks: Networks, config: ml_collections.ConfigDic
         return NetState(params=variables["params"], opt_state=tx.init(covered),
                         batch_stats=variables.get("batch_stats", {}))
 
+    return make
+
+
+def create_state(name: str, networks: Networks, config: ml_collections.ConfigDict,
+                 tx: optax.GradientTransformation | None, mesh: jax.sharding.Mesh,
+                 optimized: tuple[str, ...] | None = None) -> tuple[NetState, Any]:
+    """Network `name`'s fresh state, created directly in its shardings on `mesh`: initial variables from
+    `init_rng`, and the optimiser state of `tx` (None: a frozen network, no optimiser state).
+
+    optimized: the networks whose parameters the optimiser state covers, as {name: params} (default:
+    `name` alone, the state over its own params; see phases.JOINT_OPTIMIZER). Returns (state, shardings).
+    """
+    make = _state_maker(name, networks, config, tx, optimized)
     return create_sharded(make, mesh, config.mesh.fsdp_min_weight_size)
+
+
+def restored_state(name: str, networks: Networks, config: ml_collections.ConfigDict,
+                   tx: optax.GradientTransformation | None, mesh: jax.sharding.Mesh,
+                   restore: Callable[[dict[str, Any]], dict[str, Any]]) -> tuple[NetState, Any]:
+    """Network `name`'s state with variables from `restore` and a fresh optimiser state, without
+    initialising the network: only the shapes of its init are traced (`jax.eval_shape`), so a phase
+    that starts from checkpoints neither compiles nor runs the inits it would overwrite (nor holds
+    both copies at once).
+
+    restore: {'params'[, 'batch_stats']: ShapeDtypeStructs with shardings} -> the same, as arrays.
+    The optimiser state is `tx.init` of the restored params, in its shardings (Adam's starts at zero
+    whatever the params). Returns (state, shardings), as `create_state`.
+    """
+    abstract = jax.eval_shape(_state_maker(name, networks, config, tx, None))
+    shardings = sharding_lib.state_shardings(abstract, mesh, config.mesh.fsdp_min_weight_size)
+    target = {"params": abstract_with_shardings(abstract.params, shardings.params)}
+    if abstract.batch_stats:
+        target["batch_stats"] = abstract_with_shardings(abstract.batch_stats, shardings.batch_stats)
+    variables = restore(target)
+    opt_state = None if tx is None else jax.jit(tx.init, out_shardings=shardings.opt_state)(variables["params"])
+    return NetState(params=variables["params"], opt_state=opt_state,
+                    batch_stats=variables.get("batch_stats", {})), shardings
 
 
 def abstract_with_shardings(abstract: Any, shardings: Any) -> Any:

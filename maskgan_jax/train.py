@@ -10,6 +10,7 @@ its last step is done and skipped, so rerunning the same command continues where
 from __future__ import annotations
 
 import dataclasses
+import functools
 import signal
 import threading
 from typing import Any
@@ -118,19 +119,21 @@ def fresh_states(phase: str, networks, config, txs: dict[str, Any], mesh) -> tup
 
 
 def initial_states(phase: str, networks, config, workdir: epath.Path, txs: dict[str, Any], mesh):
-    """The phase's starting states and their shardings: `fresh_states`, with parameters (and BatchNorm
-    statistics) from `_source` where it names one; optimiser states always start fresh."""
-    states, shardings = fresh_states(phase, networks, config, txs, mesh)
-    for name, fresh in states.items():
+    """The phase's starting states and their shardings: as `fresh_states`, but with parameters (and
+    BatchNorm statistics) from `_source` where it names one (those networks are not initialised:
+    `state.restored_state`); optimiser states always start fresh."""
+    states, shardings = {}, {}
+    for name in TRAINED[phase] + FROZEN[phase]:
+        tx, joint = txs.get(name), JOINT_OPTIMIZER.get(phase, {}).get(name)
         source = _source(name, phase, config, workdir)
         if source is None:
+            states[name], shardings[name] = state_lib.create_state(name, networks, config, tx, mesh, optimized=joint)
             continue
-        abstract = state_lib.abstract_with_shardings(jax.eval_shape(lambda f=fresh: f), shardings[name])
-        target = {"params": abstract.params}
-        if abstract.batch_stats:
-            target["batch_stats"] = abstract.batch_stats
-        restored = ckpt.restore_network(source, name, target, phase_hint=SOURCE_PHASE[name])
-        states[name] = fresh.replace(params=restored["params"], batch_stats=restored.get("batch_stats", {}))
+        if joint is not None:  # no such network has a source today (the blender starts fresh in EBST)
+            raise ValueError(f"phase {phase}: {name} starts from {source}, but its optimiser state covers "
+                             f"{joint}; restoring such a network is not supported")
+        restore = functools.partial(ckpt.restore_network, source, name, phase_hint=SOURCE_PHASE[name])
+        states[name], shardings[name] = state_lib.restored_state(name, networks, config, tx, mesh, restore)
         logging.info("phase %s: %s from %s", phase, name, source)
     return states, shardings
 

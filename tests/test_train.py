@@ -14,6 +14,7 @@ from smoke_runs import REPO, assert_trees_equal, final_networks, smoke_config, s
 from configs import ebst
 from maskgan_jax import checkpoint as ckpt
 from maskgan_jax import phases
+from maskgan_jax import sharding as sharding_lib
 from maskgan_jax import state as state_lib
 from maskgan_jax import train
 
@@ -30,6 +31,35 @@ def test_main_smoke_writes_checkpoints_events_and_grids(full_run):
     items = {p.name for p in (full_run / "checkpoints" / "parser" / "4").iterdir() if p.is_dir()}
     assert items == {"parser", "classifier", "progress", "data", "config"}
     assert ckpt.read_config(full_run, "ebst")["resolution"] == 64
+
+
+def test_ebst_starts_from_checkpoints_without_initialising_them(full_run, smoke_data_dir, monkeypatch):
+    """EBST's restored networks are not initialised (only the fresh blender is); their params and
+    BatchNorm statistics are the earlier phases' final ones, their optimiser states fresh, exactly
+    those of a fresh init (and none for the frozen MaskVAE)."""
+    config = smoke_config(smoke_data_dir)
+    mesh = sharding_lib.create_mesh(config.mesh)
+    networks = state_lib.build_networks(config)
+    txs = {name: state_lib.optimizer(config.phases.ebst) for name in phases.TRAINED["ebst"]}
+    initialised = []
+    original_create_state = state_lib.create_state
+
+    def recording_create_state(name, *args, **kwargs):
+        initialised.append(name)
+        return original_create_state(name, *args, **kwargs)
+
+    monkeypatch.setattr(state_lib, "create_state", recording_create_state)
+    states, _ = train.initial_states("ebst", networks, config, full_run, txs, mesh)
+    assert initialised == ["blender"]
+    monkeypatch.undo()
+    fresh, _ = train.fresh_states("ebst", networks, config, txs, mesh)
+    for phase, names in (("dmn", ["generator", "discriminator"]), ("maskvae", ["mask_vae"])):
+        _, final = final_networks(full_run, phase, names)
+        for name in names:
+            assert_trees_equal(states[name].params, final[name]["params"])
+            assert_trees_equal(states[name].batch_stats, final[name].get("batch_stats", {}))
+            assert_trees_equal(states[name].opt_state, fresh[name].opt_state)
+    assert states["mask_vae"].opt_state is None and states["mask_vae"].batch_stats
 
 
 def test_resume_is_exact_in_every_phase(full_run, tmp_path, smoke_data_dir, compilation_cache, monkeypatch):
