@@ -197,7 +197,7 @@ def _set_phase(phase: ml_collections.ConfigDict, num_steps: int, learning_rate: 
 
 
 def _quickstart(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Synthetic faces at 64x64 and small widths: the whole pipeline on a 2-core CPU in about 40 minutes."""
+    """Synthetic faces at 64x64 and small widths: the whole pipeline on a 2-core CPU in about 34 minutes."""
     _synthetic_data(config, resolution=64, num_faces=2_000, batch_size=8)
     # Two down-samplings (a 16x16 bottleneck, the paper's 32x32 at 512 has 4): after 500 DMN steps the
     # parser finds the wanted classes in edited regions at 0.44 accuracy (3: 0.35), colour error 32.8
@@ -220,7 +220,7 @@ def _quickstart(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     # 4,000 steps: the length is what the DMN lacked. Of a 4,000-step run's snapshots, "beats the
     # baselines" failed 24 criteria at step 1,000, 9 at 2,000, 2 at 3,000, 1 at 4,000 (eyes' IoU 0.04 ->
     # 0.50 from step 1,000 to 2,000; KID 0.32 -> 0.12-0.14, the painter's 0.20-0.23; README, "How long
-    # the DMN needs"). The phase takes 23.5 minutes of an idle 2-core CPU (2.8-3.5 steps/s).
+    # the DMN needs"). The phase takes 18.8 minutes of an idle 2-core CPU (3.5-3.9 steps/s).
     _set_phase(config.phases.dmn, 4_000, 5e-4, 50, 1_000, 1_000)
     _set_phase(config.phases.ebst, 200, 2e-4, 25, 100, 100)
     # The parser within 4 minutes of a 2-core CPU (the trials: README, "The face parser"): half
@@ -231,7 +231,7 @@ def _quickstart(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     # Plain lax layers for this narrow parser: the same maths as the fast XLA:CPU forms, and faster in
     # wall time per step in all three timing runs (README, "The face parser"). 2,400 steps: 0.973 / 0.701
     # held-out pixel accuracy / mean IoU with flip-averaged parsing (1,600: 0.970 / 0.681); the mean
-    # rises with the examples seen. The phase took 4.5 min on an idle 2-core CPU (9.7 steps/s).
+    # rises with the examples seen. The phase took 3.9 min on an idle 2-core CPU (10-12 steps/s, decoded faces cached).
     config.model.parser.layer_forms = "plain"
     config.loss.weights.parser_dice = 1.0
     config.loss.parser_class_balance = 0.5
