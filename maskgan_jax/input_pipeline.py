@@ -104,7 +104,8 @@ class InMemorySource:
         return example
 
     def __repr__(self) -> str:
-        return f"InMemorySource({self._source!r}, {len(self._examples)} of {len(self)} examples held)"
+        # grain stores the source's repr in the iterator state and checks it on restore: no counts here.
+        return f"InMemorySource({self._source!r})"
 
 
 

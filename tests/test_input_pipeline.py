@@ -257,9 +257,10 @@ def test_global_batch_on_one_device_mesh(data_dir, source_examples, axis_type):
             assert len(set(ids)) == 3
 
 
-def test_iterator_state_restores_exactly(data_dir, tmp_path):
+@pytest.mark.parametrize("cache_decoded", [False, True])
+def test_iterator_state_restores_exactly(data_dir, tmp_path, cache_decoded):
     mesh = jax.make_mesh((1,), ("data",), devices=jax.devices()[:1])
-    config = make_config(data_dir, batch_size=2, random_flip=True, shuffle_seed=11)
+    config = make_config(data_dir, batch_size=2, random_flip=True, shuffle_seed=11, cache_decoded=cache_decoded)
     original = input_pipeline.create_iterator(config, mesh)
     for _ in range(3):
         next(original)
