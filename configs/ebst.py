@@ -181,9 +181,9 @@ def _synthetic_data(config: ml_collections.ConfigDict, resolution: int, num_face
     config.data.global_batch_size = batch_size
     config.data.synthetic.num_faces = num_faces
     # Small faces: every example held decoded after the first epoch (35 MB for 2,000 at 64 px), read
-    # on demand. With grain's 16 read-ahead threads and 500-example buffer, reading a batch of 8 took
-    # 23 ms of the loop's CPU (polling the buffer, parsing the TFDS features); cached and on demand,
-    # 1.6 ms (benchmarks.input_speed).
+    # on demand. With grain's 16 read-ahead threads and 500-example buffer, reading a global batch of 8
+    # took 21.2 ms of the loop's CPU (polling the buffer, parsing the TFDS features); cached and on
+    # demand, 3.2 ms (benchmarks.input_speed).
     config.data.cache_decoded = True
     config.data.read_threads = 0
     config.data.prefetch_buffer_size = 0

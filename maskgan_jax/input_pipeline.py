@@ -108,7 +108,6 @@ class InMemorySource:
         return f"InMemorySource({self._source!r})"
 
 
-
 class RandomFlip(grain.transforms.RandomMap):
     """With probability 1/2 applies `flip_example` to the 'image' and 'mask' of an example."""
 
