@@ -109,12 +109,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # Weight of each term of maskgan_jax.objective (a term weighted 0 is not computed).
         # G and G_B (DMN, EBST stage 2): pix2pixHD's adversarial + 10 feature matching + 10 perceptual.
         # MaskVAE: cross-entropy + 1e-5 KL. l1 (to the target image) and l1_balanced (the same, class-
-        # balanced by l1_class_balance below) are not in the paper.
+        # balanced by l1_class_balance below) are not in the paper; nor are class_colour (each class's
+        # mean colour in G's output against the target's) and edit_class_colour (the same for EBST
+        # stage 2's simulated edits against the source face, where the class's region moved).
         # Parser: pixel-wise cross-entropy, as the reference's face parser; soft Dice is ours (off).
         # Attribute classifier: binary cross-entropy of each attribute.
         weights=dict(adversarial=1.0, feature_matching=10.0, perceptual=10.0, l1=0.0, l1_balanced=0.0,
-                     cross_entropy=1.0, kl=1e-5, parser_cross_entropy=1.0, parser_dice=0.0,
-                     parser_lovasz=0.0, classifier_cross_entropy=1.0),
+                     class_colour=0.0, edit_class_colour=0.0, cross_entropy=1.0, kl=1e-5,
+                     parser_cross_entropy=1.0, parser_dice=0.0, parser_lovasz=0.0, classifier_cross_entropy=1.0),
         # The parser's cross-entropy weighs each pixel by (its class's fraction of the batch)^-power:
         # 0 = plain (the reference); > 0 lifts small parts (eyes, brows, lips, earrings).
         parser_class_balance=0.0,
@@ -122,6 +124,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         mask_vae_class_balance=0.0,
         # The same for the generator's l1_balanced term, by the classes of the mask it follows.
         l1_class_balance=0.5,
+        # class_colour and edit_class_colour compare a class where it covers at least this many pixels
+        # in both images (fewer: its mean is a few pixels' colour).
+        class_colour_min_pixels=16.0,
         # pix2pixHD VGGLoss weights of relu1_1, relu2_1, relu3_1, relu4_1, relu5_1.
         perceptual_layer_weights=(1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0),
         # Local .npz from `python -m maskgan_jax.convert_vgg19` (Keras h5 or torchvision weights);

@@ -153,6 +153,34 @@ def class_balance_weights(labels: jax.Array, num_classes: int, power: float) -> 
     return jax.lax.stop_gradient(per_class[labels])
 
 
+def class_mean_colours(image: jax.Array, mask_onehot: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Each image's mean colour over each class's pixels.
+
+    image: (N, H, W, 3); mask_onehot: (N, H, W, C). Returns float32 means (N, C, 3) (0 where a class has
+    no pixel) and pixel counts (N, C).
+    """
+    mask_onehot = mask_onehot.astype(jnp.float32)
+    counts = jnp.sum(mask_onehot, axis=(1, 2))
+    sums = jnp.einsum("nhwc,nhwk->nkc", image.astype(jnp.float32), mask_onehot)
+    return sums / jnp.maximum(counts, 1.0)[..., None], counts
+
+
+def class_colour_l1(image: jax.Array, mask_onehot: jax.Array, reference: jax.Array,
+                    reference_onehot: jax.Array, min_pixels: float) -> jax.Array:
+    """Mean over (image, class) pairs of |class mean colour of `image` - that of `reference`|.
+
+    Each image follows its own one-hot mask (N, H, W, C) and the two may differ (an edit keeps a
+    class's colour while its region moves); a pair counts where the class covers at least
+    `min_pixels` pixels in both. The reference gets no gradient. Images (N, H, W, 3) in [-1, 1];
+    returns a float32 scalar in [0, 2] (0 where no pair counts).
+    """
+    means, counts = class_mean_colours(image, mask_onehot)
+    reference_means, reference_counts = class_mean_colours(jax.lax.stop_gradient(reference), reference_onehot)
+    paired = ((counts >= min_pixels) & (reference_counts >= min_pixels)).astype(jnp.float32)
+    difference = jnp.mean(jnp.abs(means - reference_means), axis=-1)
+    return jnp.sum(difference * paired) / jnp.maximum(jnp.sum(paired), 1.0)
+
+
 def weighted_mask_cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> jax.Array:
     """Pixel-wise softmax cross-entropy, the weighted mean over pixels: sum_p w_p CE_p / sum_p w_p.
 

@@ -6,6 +6,7 @@ logged. Adding a loss is one function here (or in `losses`), one registry line, 
 `config.loss.weights`.
 
     GENERATOR_TERMS  G in DMN training / EBST stage 1, G_B = {G_A, B} in EBST stage 2
+    EDIT_TERMS       G_A's simulated edits in EBST stage 2 (I_inter, I_outer against I_t)
     MASK_VAE_TERMS   MaskVAE pretraining
     PARSER_TERMS     the face parser
     CLASSIFIER_TERMS the attribute classifier (trained beside the parser)
@@ -44,9 +45,11 @@ class GeneratorInputs:
     vgg / vgg_params: the frozen VGG19 (params None: no weights loaded). perceptual_layer_weights:
     per-layer weights of the perceptual term. l1_class_balance: the exponent of the `l1_balanced`
     term's class-balancing weights over `condition`'s classes (config.loss.l1_class_balance; 0: every
-    pixel counts the same, the plain L1). given_discriminator_outputs: D's outputs on (condition,
-    real) and (condition, fake) computed by the caller (the training steps share them with D's loss;
-    gradients then flow to the fake outputs, not through D); None: D runs here when a term needs it.
+    pixel counts the same, the plain L1). class_colour_min_pixels: the smallest class region the
+    `class_colour` term compares (config.loss.class_colour_min_pixels). given_discriminator_outputs:
+    D's outputs on (condition, real) and (condition, fake) computed by the caller (the training steps
+    share them with D's loss; gradients then flow to the fake outputs, not through D); None: D runs
+    here when a term needs it.
     """
 
     condition: jax.Array
@@ -59,6 +62,7 @@ class GeneratorInputs:
     perceptual_layer_weights: tuple[float, ...]
     given_discriminator_outputs: tuple[Any, Any] | None = None
     l1_class_balance: float = 0.0
+    class_colour_min_pixels: float = 16.0
 
     @functools.cached_property
     def discriminator_outputs(self) -> tuple[Any, Any]:
@@ -78,6 +82,11 @@ class GeneratorInputs:
         labels = jnp.argmax(self.condition, axis=-1)
         weights = losses.class_balance_weights(labels, self.condition.shape[-1], self.l1_class_balance)
         return losses.weighted_l1(self.fake, self.real, weights)
+
+    def class_colour(self) -> jax.Array:
+        """Each class's mean colour in `fake` against `real`'s, both on `condition`."""
+        return losses.class_colour_l1(self.fake, self.condition, self.real, self.condition,
+                                      self.class_colour_min_pixels)
 
     def perceptual(self) -> jax.Array:
         if self.vgg_params is None:
@@ -100,7 +109,35 @@ GENERATOR_TERMS: dict[str, Callable[[GeneratorInputs], jax.Array]] = {
     "feature_matching": _feature_matching,
     "l1": GeneratorInputs.l1,
     "l1_balanced": GeneratorInputs.l1_balanced,
+    "class_colour": GeneratorInputs.class_colour,
     "perceptual": GeneratorInputs.perceptual,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class EditInputs:
+    """EBST stage 2's simulated edits: G_A renders the source's style on the edited layouts.
+
+    source: I_t (N, H, W, 3) in [-1, 1] on its one-hot mask `source_mask` (N, H, W, C); edits: I_inter
+    and I_outer stacked (2N, H, W, 3), gradients flow to them; edit_masks: M_inter and M_outer one-hot
+    (2N, H, W, C); class_colour_min_pixels: as GeneratorInputs'.
+    """
+
+    source: jax.Array
+    source_mask: jax.Array
+    edits: jax.Array
+    edit_masks: jax.Array
+    class_colour_min_pixels: float = 16.0
+
+    def edit_class_colour(self) -> jax.Array:
+        """Each class's mean colour in an edit against the source's: a class keeps its colour where
+        the edit moves its region (the synthetic truth does; no term of the paper asks for it)."""
+        return losses.class_colour_l1(self.edits, self.edit_masks, jnp.concatenate([self.source] * 2),
+                                      jnp.concatenate([self.source_mask] * 2), self.class_colour_min_pixels)
+
+
+EDIT_TERMS: dict[str, Callable[[EditInputs], jax.Array]] = {
+    "edit_class_colour": EditInputs.edit_class_colour,
 }
 
 
@@ -168,7 +205,7 @@ CLASSIFIER_TERMS: dict[str, Callable[[ClassifierInputs], jax.Array]] = {
     "classifier_cross_entropy": lambda x: losses.attribute_cross_entropy(x.logits, x.labels),
 }
 
-ALL_TERMS = (*GENERATOR_TERMS, *MASK_VAE_TERMS, *PARSER_TERMS, *CLASSIFIER_TERMS)
+ALL_TERMS = (*GENERATOR_TERMS, *EDIT_TERMS, *MASK_VAE_TERMS, *PARSER_TERMS, *CLASSIFIER_TERMS)
 
 
 def check_weights(weights: Mapping[str, float]) -> None:

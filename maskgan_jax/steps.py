@@ -160,12 +160,14 @@ def _generator_objective(networks: Networks, config: ml_collections.ConfigDict, 
         condition=condition, real=real, fake=fake, discriminator=networks.discriminator, d_params=None,
         vgg=objective.vgg_for(config, dtype), vgg_params=vgg_params,
         perceptual_layer_weights=tuple(config.loss.perceptual_layer_weights),
-        given_discriminator_outputs=discriminator_outputs, l1_class_balance=float(config.loss.l1_class_balance))
+        given_discriminator_outputs=discriminator_outputs, l1_class_balance=float(config.loss.l1_class_balance),
+        class_colour_min_pixels=float(config.loss.class_colour_min_pixels))
     return objective.weighted_terms(objective.GENERATOR_TERMS, config.loss.weights, inputs)
 
 
-def _gan_gradients(networks: Networks, config: ml_collections.ConfigDict, render: Callable[[Any], jax.Array],
-                   gen_params: Any, d_params: Any, condition: jax.Array, real: jax.Array, vgg_params: Any
+def _gan_gradients(networks: Networks, config: ml_collections.ConfigDict, render: Callable[[Any], Any],
+                   gen_params: Any, d_params: Any, condition: jax.Array, real: jax.Array, vgg_params: Any,
+                   extra_objective: Callable[[Any], tuple[jax.Array, dict[str, jax.Array]]] | None = None
                    ) -> tuple[jax.Array, tuple[jax.Array, dict[str, jax.Array], Any], tuple[jax.Array, Any]]:
     """Both GAN losses and their gradients from one forward of the generator and one of D per input.
 
@@ -174,11 +176,14 @@ def _gan_gradients(networks: Networks, config: ml_collections.ConfigDict, render
     computed once here, and each loss pulls its own cotangents back through them (G's through D's
     input, D's to its parameters). The gradients are those of the two separate losses.
 
-    render: gen_params -> fake (N,H,W,3) float32 in [-1, 1]; condition: one-hot (N,H,W,C);
-    real: (N,H,W,3) float32 in [-1, 1].
+    render: gen_params -> fake (N,H,W,3) float32 in [-1, 1], or -> (fake, extra) when extra_objective
+    is given: extra_objective(extra) -> (total, terms) is added to G's objective (EBST stage 2's terms on
+    its simulated edits), its gradient pulled back through the same forward. condition: one-hot
+    (N,H,W,C); real: (N,H,W,3) float32 in [-1, 1].
     Returns (fake, (g_total, g_terms, gen_grads), (d_total, d_grads)).
     """
-    fake, render_pullback = jax.vjp(render, gen_params)
+    outputs, render_pullback = jax.vjp(render, gen_params)
+    fake = outputs if extra_objective is None else outputs[0]
     apply = lambda p, x: networks.discriminator.apply({"params": p}, objective.discriminator_input(condition, x))
     real_outputs, real_pullback = jax.vjp(lambda p: apply(p, real), d_params)
     fake_outputs, fake_pullback = jax.vjp(apply, d_params, fake)
@@ -191,7 +196,12 @@ def _gan_gradients(networks: Networks, config: ml_collections.ConfigDict, render
         fake, fake_outputs)
     if config.loss.weights.adversarial or config.loss.weights.feature_matching:
         d_fake = d_fake + fake_pullback(d_fake_outputs)[1]  # the adversarial terms' path through D
-    (gen_grads,) = render_pullback(d_fake)
+    if extra_objective is None:
+        (gen_grads,) = render_pullback(d_fake)
+    else:
+        (extra_total, extra_terms), d_extra = jax.value_and_grad(extra_objective, has_aux=True)(outputs[1])
+        g_total, g_terms = g_total + extra_total, {**g_terms, **extra_terms}
+        (gen_grads,) = render_pullback((d_fake, d_extra))
     d_total, (d_real_outputs, d_fake_outputs) = jax.value_and_grad(losses.lsgan_discriminator_loss, argnums=(0, 1))(
         real_outputs, fake_outputs)
     d_grads = jax.tree_util.tree_map(jnp.add, real_pullback(d_real_outputs)[0], fake_pullback(d_fake_outputs)[0])
@@ -290,13 +300,24 @@ def make_ebst_stage2_step(networks: Networks, config: ml_collections.ConfigDict,
         inter_onehot = one_hot_mask(inter, config.num_classes)
         outer_onehot = one_hot_mask(outer, config.num_classes)
 
+        edit_masks = jnp.concatenate([inter_onehot, outer_onehot])
+        edit_terms = any(config.loss.weights[name] for name in objective.EDIT_TERMS)
+
         def render(gb_params):
             g_params, b_params = gb_params
-            return blend_edits(networks, g_params, b_params, image, mask, inter_onehot, outer_onehot)[2]
+            i_inter, i_outer, blend = blend_edits(networks, g_params, b_params, image, mask, inter_onehot,
+                                                  outer_onehot)
+            return (blend, jnp.concatenate([i_inter, i_outer])) if edit_terms else blend
+
+        def edit_objective(edits):
+            return objective.weighted_terms(objective.EDIT_TERMS, config.loss.weights, objective.EditInputs(
+                source=image, source_mask=mask, edits=edits, edit_masks=edit_masks,
+                class_colour_min_pixels=float(config.loss.class_colour_min_pixels)))
 
         gb_params = (states["generator"].params, states["blender"].params)
         blend, (gb_total, terms, (g_grads, b_grads)), (d_total, d_grads) = _gan_gradients(
-            networks, config, render, gb_params, states["discriminator"].params, mask, image, vgg_params)
+            networks, config, render, gb_params, states["discriminator"].params, mask, image, vgg_params,
+            edit_objective if edit_terms else None)
         learning_rate = schedule(step)
         gb, gb_opt_state = apply_updates(
             {"generator": gb_params[0], "blender": gb_params[1]}, states["blender"].opt_state,

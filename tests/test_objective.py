@@ -38,8 +38,9 @@ def test_total_is_the_weighted_sum_in_registry_order_and_zero_terms_are_skipped(
 
 def test_every_term_has_a_weight_and_every_weight_a_term():
     config = ebst.get_config()
-    assert set(config.loss.weights) == (set(objective.GENERATOR_TERMS) | set(objective.MASK_VAE_TERMS)
-                                        | set(objective.PARSER_TERMS) | set(objective.CLASSIFIER_TERMS))
+    assert set(config.loss.weights) == (set(objective.GENERATOR_TERMS) | set(objective.EDIT_TERMS)
+                                        | set(objective.MASK_VAE_TERMS) | set(objective.PARSER_TERMS)
+                                        | set(objective.CLASSIFIER_TERMS))
     with pytest.raises(ValueError, match=r"unknown terms \['style'\], missing terms \[\]"):
         objective.check_weights(_weights(style=1.0))
     weights = _weights()
@@ -103,3 +104,47 @@ def test_generator_l1_balanced_lifts_the_rare_class():
     w_common, w_rare = (3 / 4) ** -0.5, (1 / 4) ** -0.5
     assert float(balanced) == pytest.approx(0.6 * w_rare / (3 * w_common + w_rare), rel=1e-6)
     assert float(balanced) > float(plain)
+
+
+def _two_class_face(colours, split_rows):
+    """A (1, 4, 4, 3) image and one-hot mask: class 1 in the first `split_rows` rows, class 2 below,
+    each a flat colour from `colours` (one value per class)."""
+    labels = jnp.where(jnp.arange(4)[:, None] < split_rows, 1, 2) * jnp.ones((4, 4), jnp.int32)
+    image = jnp.where((labels == 1)[..., None], colours[0], colours[1]) * jnp.ones((4, 4, 3))
+    return image[None], jax.nn.one_hot(labels[None], 3)
+
+
+def test_class_colour_compares_each_class_mean_where_both_images_have_it():
+    """The regions differ (class 1 covers 2 rows in the edit, 3 in the source); the means are compared:
+    class 1 is off by 0.2, class 2 matches, so the term is 0.1. A class under min_pixels in either image
+    is left out (class 2 has 4 pixels in the source: with min_pixels 5 only class 1 counts)."""
+    edit, edit_mask = _two_class_face((0.5, -0.5), split_rows=2)
+    source, source_mask = _two_class_face((0.3, -0.5), split_rows=3)
+    inputs = lambda min_pixels: objective.EditInputs(source=source, source_mask=source_mask,
+                                                     edits=jnp.concatenate([edit, edit]),
+                                                     edit_masks=jnp.concatenate([edit_mask, edit_mask]),
+                                                     class_colour_min_pixels=min_pixels)
+    assert float(objective.EDIT_TERMS["edit_class_colour"](inputs(4.0))) == pytest.approx(0.1, rel=1e-6)
+    assert float(objective.EDIT_TERMS["edit_class_colour"](inputs(5.0))) == pytest.approx(0.2, rel=1e-6)
+    # The reconstruction form compares on one mask; a perfect reconstruction scores 0.
+    same = objective.GeneratorInputs(condition=source_mask, real=source, fake=source, discriminator=None,
+                                     d_params=None, vgg=None, vgg_params=None, perceptual_layer_weights=(),
+                                     class_colour_min_pixels=4.0)
+    assert float(objective.GENERATOR_TERMS["class_colour"](same)) == 0.0
+
+
+def test_class_colour_pulls_only_the_edit():
+    """The gradient moves the edit's class-1 pixels toward the source's colour (spread over its 8 pixels)
+    and never reaches the source."""
+    edit, edit_mask = _two_class_face((0.5, -0.5), split_rows=2)
+    source, source_mask = _two_class_face((0.3, -0.5), split_rows=3)
+
+    def term(edits, source):
+        return objective.EDIT_TERMS["edit_class_colour"](objective.EditInputs(
+            source=source, source_mask=source_mask, edits=edits,
+            edit_masks=jnp.concatenate([edit_mask, edit_mask]), class_colour_min_pixels=4.0))
+
+    d_edits, d_source = jax.grad(term, argnums=(0, 1))(jnp.concatenate([edit, edit]), source)
+    assert float(jnp.abs(d_source).max()) == 0.0
+    # d/d pixel of |mean - 0.3| / 3 channels, over 4 (image, class) pairs, a mean over 8 pixels.
+    assert float(d_edits[0, 0, 0, 0]) == pytest.approx(1 / (4 * 3 * 8), rel=1e-6)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from configs import ebst
-from maskgan_jax import phases
+from maskgan_jax import objective, phases
 from maskgan_jax import sharding as sharding_lib
 from maskgan_jax import state as state_lib
 from maskgan_jax import steps as steps_lib
@@ -253,6 +253,43 @@ def test_simulated_edits_differ_between_layouts_only_at_ties(config, networks, c
     gaps = logits[..., -1] - logits[..., -2]
     flipped = edits[1] != edits[8]
     assert np.all(gaps[flipped] <= 1e-4 * np.abs(logits).max()), (int(flipped.sum()), gaps[flipped].max())
+
+
+def test_edit_class_colour_reaches_generator_and_blender_through_stage_2(config, networks, monkeypatch):
+    """With every term of G_B's objective on the blend at 0, stage 2's G_B gradient is the
+    edit_class_colour term's own: the one computed here from blend_edits' renders of the same edits (the
+    blender, which the term does not read, gets none)."""
+    monkeypatch.setattr(steps_lib, "simulated_edits", _edits_of_the_batch)
+    colour_config = config.copy_and_resolve_references()
+    for name in objective.GENERATOR_TERMS:
+        colour_config.loss.weights[name] = 0.0
+    colour_config.loss.weights.edit_class_colour = 1.0
+    compiled = CompiledSteps(colour_config, networks)
+    states, _ = jax.device_get(compiled.fresh("ebst", 1))
+    batch = _batch(config)
+    new, metrics = _run_stage(compiled, "ebst", 1, 1, states, batch)
+    onehot = lambda labels: jax.nn.one_hot(labels, config.num_classes)
+    source_mask, inter, outer = onehot(batch["mask"]), onehot(batch["mask_ref"]), onehot(batch["mask"])
+
+    def term(gb_params):
+        i_inter, i_outer, _ = steps_lib.blend_edits(networks, *gb_params, batch["image"], source_mask, inter, outer)
+        return objective.EDIT_TERMS["edit_class_colour"](objective.EditInputs(
+            source=batch["image"], source_mask=source_mask, edits=jnp.concatenate([i_inter, i_outer]),
+            edit_masks=jnp.concatenate([inter, outer]),
+            class_colour_min_pixels=colour_config.loss.class_colour_min_pixels))
+
+    value, (g_grads, b_grads) = jax.value_and_grad(term)((states["generator"].params, states["blender"].params))
+    assert float(metrics["stage2/edit_class_colour"]) == pytest.approx(float(value), rel=1e-5)
+    moments = new["blender"].opt_state.inner_state[0].mu
+    b1 = colour_config.phases.ebst.b1
+    # Biases that a normalisation cancels have pure-noise gradients: held to 1e-5 of the largest element.
+    largest = max(float(np.abs(leaf).max()) for leaf in jax.tree_util.tree_leaves(g_grads))
+    assert largest > 0
+    for name, grads in (("generator", g_grads), ("blender", b_grads)):
+        for (path, moment), grad in zip(jax.tree_util.tree_leaves_with_path(moments[name]),
+                                        jax.tree_util.tree_leaves(grads)):
+            np.testing.assert_allclose(moment, (1 - b1) * np.asarray(grad), rtol=1e-3, atol=1e-5 * largest,
+                                       err_msg=f"{name} {jax.tree_util.keystr(path)}")
 
 
 def test_step_on_8_devices_with_another_batch_differs(config, compiled):
