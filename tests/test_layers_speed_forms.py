@@ -55,6 +55,9 @@ CASES = {
     # im2col; 37 rows make two forward row bands of 32 with a ragged last one (backward bands: below).
     "conv7x7_few_outputs": (lambda x, k: layers.conv2d(layers.reflect_pad(x, 3), k),
                             lambda x, k: _ref_conv(x, k, reflect=3), (2, 37, 6, 5), (7, 7, 5, 3)),
+    # 7x7 widening 3 -> 5 channels: lax's conv and gradients (few outputs, but more than inputs).
+    "conv7x7_few_outputs_widening": (lambda x, k: layers.conv2d(layers.reflect_pad(x, 3), k),
+                                     lambda x, k: _ref_conv(x, k, reflect=3), (2, 9, 6, 3), (7, 7, 3, 5)),
     # 3x3 stride 2 zero pad 1 (down path): GEMM + stride-2 col2im input gradient, tap-GEMM kernel gradient.
     "down3x3_stride2": (lambda x, k: layers.conv2d(x, k, stride=2, padding=1),
                         lambda x, k: _ref_conv(x, k, stride=2, zero_pad=1), (2, 8, 6, 5), (3, 3, 5, 7)),

@@ -8,8 +8,8 @@ there, mostly because they flip and transpose large kernels or return them in an
     GEMM with the kernel as stored, then a sum of 9 shifted slices (col2im). Elsewhere lax's
     gradients are used (an im2col GEMM for a kernel gradient only where the patch matrix is smaller
     than the kernel);
-  - convs with few output channels (the final 7x7 64->3): one GEMM to k*k*Cout values per pixel and
-    a sum of k*k shifted slices; backward from the im2col matrix of the small output gradient,
+  - convs narrowing to few output channels (the final 7x7 64->3): one GEMM to k*k*Cout values per
+    pixel and a sum of k*k shifted slices; backward from the im2col matrix of the small output gradient,
     built by W shifts then H shifts; both in bands of rows;
   - the 3x3 stride-2 down conv and the k3/s2 transposed conv are each other's adjoint: the down
     conv's input gradient is a GEMM and a stride-2 col2im, the transposed conv's the stride-2 conv
@@ -188,6 +188,7 @@ def _col2im(cols: jax.Array, kh: int, kw: int) -> jax.Array:
 # and a shifted sum: XLA:CPU's direct conv kernel vectorises over output channels and runs the
 # final 7x7 64->3 conv ~4x slower (256^2 forward: 38 vs 8 ms).
 _FEW_OUTPUT_CHANNELS = 8
+
 # Image rows per step of the few-output-channel forms: their per-pixel matrices have kh*kw*Cout
 # columns (147 for the final conv, 0.6 GB at 512^2 in one piece), so they are built and consumed
 # one row band at a time, which keeps them in cache and the time per call steady.
@@ -195,6 +196,14 @@ _FEW_CHANNEL_ROWS = 32
 # Elements of the backward's gradient im2col matrix per band (32 MB in float32): the quickstart's
 # final conv (8 x 70 x 70 pixels, 147 rows) takes one band, 256 px two, 512 px five.
 _FEW_CHANNEL_COLS = 1 << 23
+
+
+def _narrows_to_few_channels(kernel: jax.Array) -> bool:
+    """Whether a conv takes the few-output-channel forms: at most _FEW_OUTPUT_CHANNELS outputs, fewer
+    than its inputs. A conv that widens (the quickstart blender's 7x7 6 -> 8 stem) would write kh*kw*Cout
+    products per pixel from Cin values: lax's conv ran its forward 7x and fwd+bwd 2x faster there."""
+    cin, cout = kernel.shape[-2:]
+    return cout <= _FEW_OUTPUT_CHANNELS and cout < cin
 
 
 def _few_channel_conv_forward(xp: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -259,7 +268,7 @@ def _few_channel_conv_backward(xp: jax.Array, kernel: jax.Array, grad: jax.Array
 @jax.custom_vjp
 def _conv_valid(xp: jax.Array, kernel: jax.Array) -> jax.Array:
     """VALID stride-1 conv (N,Hp,Wp,Cin) x (kh,kw,Cin,Cout) -> (N,Hp-kh+1,Wp-kw+1,Cout), fast forms."""
-    if kernel.shape[-1] <= _FEW_OUTPUT_CHANNELS:
+    if _narrows_to_few_channels(kernel):
         return _few_channel_conv_forward(xp, kernel)
     return lax_conv(xp, kernel)
 
@@ -288,7 +297,7 @@ def _kernel_gradient(xp: jax.Array, kernel: jax.Array, grad: jax.Array) -> jax.A
 def _conv_valid_bwd(residuals, grad):
     xp, kernel = residuals
     kh, kw, cin, cout = kernel.shape
-    if cout <= _FEW_OUTPUT_CHANNELS:
+    if _narrows_to_few_channels(kernel):
         return _few_channel_conv_backward(xp, kernel, grad)
     n, ho, wo, _ = grad.shape
     if n * ho * wo > 2 * cin:
