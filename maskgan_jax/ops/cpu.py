@@ -242,7 +242,7 @@ def _few_channel_conv_backward(xp: jax.Array, kernel: jax.Array, grad: jax.Array
     G is built in two passes, kw shifts along W and then kh shifts along H of that stack, each
     slice a few contiguous runs: the kh*kw slices of one pass each became a separate XLA:CPU kernel
     (plus the concatenation), which made the final conv's backward of the quickstart step 30 ms;
-    in two passes it is 2x faster there and no slower at 256 and 512 px (benchmarks/README).
+    in two passes it is 2x faster there and no slower at 256 and 512 px (README, "Running at scale").
     """
     kh, kw, cin, cout = kernel.shape
     n, hp, wp, _ = xp.shape
@@ -283,7 +283,8 @@ def _kernel_gradient(xp: jax.Array, kernel: jax.Array, grad: jax.Array) -> jax.A
 
     An im2col GEMM for every small patch matrix (up to 4M elements), as this once was, made each of
     the kh*kw slices its own XLA:CPU kernel before the concatenation: at the quickstart's sizes lax's
-    conv is 1.2-5x faster for every layer (benchmarks/README), and the DMN step 0.25 -> 0.19 s.
+    conv is 1.3-5x faster for every layer timed, and the DMN step went 0.25-0.27 -> 0.17-0.20 s
+    (README, "Running at scale").
     """
     kh, kw, cin, cout = kernel.shape
     n, ho, wo, _ = grad.shape
