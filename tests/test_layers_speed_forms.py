@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from maskgan_jax import ops
+from maskgan_jax.ops import cpu
 from maskgan_jax.models import DenseMappingNetwork, layers, one_hot_mask
 
 DN = ("NHWC", "HWIO", "NHWC")
@@ -41,19 +42,22 @@ CASES = {
     # output channels: im2col GEMM kernel gradient.
     "conv3x3_few_pixels": (lambda x, k: layers.conv2d(layers.reflect_pad(x, 1), k),
                            lambda x, k: _ref_conv(x, k, reflect=1), (1, 3, 4, 16), (3, 3, 16, 20)),
-    # As above with 16 pixels >= 12 output channels: im2col GEMM kernel gradient (small patch matrix).
+    # As above with 16 pixels >= 12 output channels: lax's kernel gradient.
     "conv3x3_few_pixels_more_outputs": (lambda x, k: layers.conv2d(layers.reflect_pad(x, 1), k),
                                         lambda x, k: _ref_conv(x, k, reflect=1), (1, 4, 4, 16), (3, 3, 16, 12)),
-    # A patch matrix of 62 * 62 * 9 * 130 > 2^22 elements: lax's kernel gradient.
+    # Many pixels and 130 input channels: lax's input and kernel gradients.
     "conv3x3_large_patches_lax_dk": (lambda x, k: layers.conv2d(x, k), lambda x, k: _ref_conv(x, k),
                                      (1, 64, 64, 130), (3, 3, 130, 9)),
-    # 3x3 stride 1 with zero padding, many pixels: lax input gradient, im2col GEMM kernel gradient.
+    # 3x3 stride 1 with zero padding, many pixels, 3 input channels: lax's input and kernel gradients.
     "conv3x3_many_pixels": (lambda x, k: layers.conv2d(x, k, padding=1),
                             lambda x, k: _ref_conv(x, k, zero_pad=1), (2, 8, 7, 3), (3, 3, 3, 16)),
     # 7x7 to 3 output channels: one GEMM to 7*7*3 channels and shifted sums; backward from the gradient's
-    # im2col; 37 rows make two row bands of 32 with a ragged last one, forward and backward.
+    # im2col; 37 rows make two forward row bands of 32 with a ragged last one (backward bands: below).
     "conv7x7_few_outputs": (lambda x, k: layers.conv2d(layers.reflect_pad(x, 3), k),
                             lambda x, k: _ref_conv(x, k, reflect=3), (2, 37, 6, 5), (7, 7, 5, 3)),
+    # 7x7 widening 3 -> 5 channels: lax's conv and gradients (few outputs, but more than inputs).
+    "conv7x7_few_outputs_widening": (lambda x, k: layers.conv2d(layers.reflect_pad(x, 3), k),
+                                     lambda x, k: _ref_conv(x, k, reflect=3), (2, 9, 6, 3), (7, 7, 3, 5)),
     # 3x3 stride 2 zero pad 1 (down path): GEMM + stride-2 col2im input gradient, tap-GEMM kernel gradient.
     "down3x3_stride2": (lambda x, k: layers.conv2d(x, k, stride=2, padding=1),
                         lambda x, k: _ref_conv(x, k, stride=2, zero_pad=1), (2, 8, 6, 5), (3, 3, 5, 7)),
@@ -134,6 +138,18 @@ def test_fast_form_matches_plain_form_and_float64(name):
         _assert_close(got_fast, got_plain, 1e-5, f"{name} {part}: fast vs plain")
         _assert_close(got_fast, reference, 1e-5, f"{name} {part}: fast vs float64")
 
+
+
+def test_few_output_channel_backward_in_row_bands(monkeypatch):
+    """The few-output-channel backward in row bands of its gradient im2col matrix, the last one ragged:
+    a budget of 16 rows of (7 * 7 * 3 taps) x (2 images x 12 padded columns) splits 43 padded rows 16/16/11."""
+    monkeypatch.setattr(cpu, "_FEW_CHANNEL_COLS", 16 * 7 * 7 * 3 * 2 * 12)
+    name = "conv7x7_few_outputs"
+    fast, plain = _fast_and_plain(name)
+    want = _float64_reference(name)
+    for part, got_fast, got_plain, reference in zip(("value", "d_input", "d_param"), fast, plain, want):
+        _assert_close(got_fast, got_plain, 1e-5, f"{name} {part} in bands: fast vs plain")
+        _assert_close(got_fast, reference, 1e-5, f"{name} {part} in bands: fast vs float64")
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_fast_form_bfloat16_gradients(name):

@@ -5,12 +5,12 @@ rounding) in forms that XLA:CPU runs near its matmul rate, with custom VJPs whos
 again fast forward convs or plain GEMMs; JAX's automatic transposes of convs run 1.5-60x slower
 there, mostly because they flip and transpose large kernels or return them in another layout:
   - 3x3 stride-1 convs over few pixels and many channels (the residual blocks): input gradient as one
-    GEMM with the kernel as stored, then a sum of 9 shifted slices (col2im). Every stride-1 conv's
-    kernel gradient is an im2col GEMM while the patch matrix is small (lax's beyond). Elsewhere lax's
-    gradients are used;
-  - convs with few output channels (the final 7x7 64->3): one GEMM to k*k*Cout values per pixel and
-    a sum of k*k shifted slices; backward from the im2col matrix of the small output gradient; both
-    one band of rows at a time;
+    GEMM with the kernel as stored, then a sum of 9 shifted slices (col2im). Elsewhere lax's
+    gradients are used (an im2col GEMM for a kernel gradient only where the patch matrix is smaller
+    than the kernel);
+  - convs narrowing to few output channels (the final 7x7 64->3): one GEMM to k*k*Cout values per
+    pixel and a sum of k*k shifted slices; backward from the im2col matrix of the small output gradient,
+    built by W shifts then H shifts; both in bands of rows;
   - the 3x3 stride-2 down conv and the k3/s2 transposed conv are each other's adjoint: the down
     conv's input gradient is a GEMM and a stride-2 col2im, the transposed conv's the stride-2 conv
     (or 9 tap GEMMs over few pixels); both kernel gradients are 9 tap GEMMs;
@@ -188,10 +188,22 @@ def _col2im(cols: jax.Array, kh: int, kw: int) -> jax.Array:
 # and a shifted sum: XLA:CPU's direct conv kernel vectorises over output channels and runs the
 # final 7x7 64->3 conv ~4x slower (256^2 forward: 38 vs 8 ms).
 _FEW_OUTPUT_CHANNELS = 8
+
 # Image rows per step of the few-output-channel forms: their per-pixel matrices have kh*kw*Cout
 # columns (147 for the final conv, 0.6 GB at 512^2 in one piece), so they are built and consumed
 # one row band at a time, which keeps them in cache and the time per call steady.
 _FEW_CHANNEL_ROWS = 32
+# Elements of the backward's gradient im2col matrix per band (32 MB in float32): the quickstart's
+# final conv (8 x 70 x 70 pixels, 147 rows) takes one band, 256 px two, 512 px five.
+_FEW_CHANNEL_COLS = 1 << 23
+
+
+def _narrows_to_few_channels(kernel: jax.Array) -> bool:
+    """Whether a conv takes the few-output-channel forms: at most _FEW_OUTPUT_CHANNELS outputs, fewer
+    than its inputs. A conv that widens (the quickstart blender's 7x7 6 -> 8 stem) would write kh*kw*Cout
+    products per pixel from Cin values: lax's conv ran its forward 7x and fwd+bwd 2x faster there."""
+    cin, cout = kernel.shape[-2:]
+    return cout <= _FEW_OUTPUT_CHANNELS and cout < cin
 
 
 def _few_channel_conv_forward(xp: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -225,37 +237,38 @@ def _few_channel_conv_forward(xp: jax.Array, kernel: jax.Array) -> jax.Array:
 def _few_channel_conv_backward(xp: jax.Array, kernel: jax.Array, grad: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Gradients of a few-output-channel VALID conv from the (small-channel) im2col matrix of the
     gradient, G[(a, b, o), p] = grad[o, p - (a, b)] over the padded input grid p:
-    d_xp = G^T K and d_kernel = G xp, one row band of p at a time."""
+    d_xp = G^T K and d_kernel = G xp, in row bands of at most _FEW_CHANNEL_COLS elements of G.
+
+    G is built in two passes, kw shifts along W and then kh shifts along H of that stack, each
+    slice a few contiguous runs: the kh*kw slices of one pass each became a separate XLA:CPU kernel
+    (plus the concatenation), which made the final conv's backward of the quickstart step 30 ms;
+    in two passes it is 2x faster there and no slower at 256 and 512 px (README, "Running at scale").
+    """
     kh, kw, cin, cout = kernel.shape
     n, hp, wp, _ = xp.shape
-    rows = min(_FEW_CHANNEL_ROWS, hp)
-    n_bands = -(-hp // rows)
-    extra = n_bands * rows - hp
+    rows_per_band = max(1, _FEW_CHANNEL_COLS // (kh * kw * cout * n * wp))
     grad_t = jnp.transpose(grad, (3, 0, 1, 2))  # (Cout, N, Ho, Wo): slices along W stay contiguous
-    grad_t = jnp.pad(grad_t, ((0, 0), (0, 0), (kh - 1, kh - 1 + extra), (kw - 1, kw - 1)))
-    xp_rows = jnp.pad(xp, ((0, 0), (0, extra), (0, 0), (0, 0)))
+    grad_t = jnp.pad(grad_t, ((0, 0), (0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1)))
+    w_shifts = jnp.stack([grad_t[..., kw - 1 - b:kw - 1 - b + wp] for b in range(kw)])  # (kw, Cout, N, Hp+kh-1, Wp)
     taps = kernel.transpose(0, 1, 3, 2).reshape(kh * kw * cout, cin)
-
-    def band(i, carry):
-        d_xp, d_taps = carry
-        g_band = jax.lax.dynamic_slice_in_dim(grad_t, i * rows, rows + kh - 1, axis=2)
-        cols = jnp.concatenate([g_band[:, :, kh - 1 - a:kh - 1 - a + rows, kw - 1 - b:kw - 1 - b + wp]
-                                for a in range(kh) for b in range(kw)], axis=0).reshape(kh * kw * cout, -1)
-        x_band = jax.lax.dynamic_slice_in_dim(xp_rows, i * rows, rows, axis=1).reshape(-1, cin)
-        d_x_band = _matmul(cols, taps, (0, 0), jnp.float32).reshape(n, rows, wp, cin)
-        d_taps = d_taps + _matmul(cols, x_band, (1, 0), jnp.float32)
-        return jax.lax.dynamic_update_slice_in_dim(d_xp, d_x_band, i * rows, axis=1), d_taps
-
-    init = (jnp.zeros((n, n_bands * rows, wp, cin), jnp.float32), jnp.zeros((kh * kw * cout, cin), jnp.float32))
-    d_xp, d_taps = jax.lax.fori_loop(0, n_bands, band, init, unroll=True)
+    d_xp_bands, d_taps = [], None
+    # Static bands (a Python loop): fori_loop's dynamic slices of the stack ran 2-3x slower.
+    for start in range(0, hp, rows_per_band):
+        rows = min(rows_per_band, hp - start)
+        cols = jnp.stack([w_shifts[:, :, :, start + kh - 1 - a:start + kh - 1 - a + rows] for a in range(kh)])
+        cols = cols.reshape(kh * kw * cout, n * rows * wp)  # rows ordered (a, b, o) like `taps`
+        d_xp_bands.append(_matmul(cols, taps, (0, 0), jnp.float32).reshape(n, rows, wp, cin))
+        band_taps = _matmul(cols, xp[:, start:start + rows].reshape(-1, cin), (1, 0), jnp.float32)
+        d_taps = band_taps if d_taps is None else d_taps + band_taps
+    d_xp = jnp.concatenate(d_xp_bands, axis=1) if len(d_xp_bands) > 1 else d_xp_bands[0]
     d_kernel = d_taps.reshape(kh, kw, cout, cin).transpose(0, 1, 3, 2)
-    return d_xp[:, :hp].astype(xp.dtype), d_kernel.astype(kernel.dtype)
+    return d_xp.astype(xp.dtype), d_kernel.astype(kernel.dtype)
 
 
 @jax.custom_vjp
 def _conv_valid(xp: jax.Array, kernel: jax.Array) -> jax.Array:
     """VALID stride-1 conv (N,Hp,Wp,Cin) x (kh,kw,Cin,Cout) -> (N,Hp-kh+1,Wp-kw+1,Cout), fast forms."""
-    if kernel.shape[-1] <= _FEW_OUTPUT_CHANNELS:
+    if _narrows_to_few_channels(kernel):
         return _few_channel_conv_forward(xp, kernel)
     return lax_conv(xp, kernel)
 
@@ -264,19 +277,18 @@ def _conv_valid_fwd(xp, kernel):
     return _conv_valid(xp, kernel), (xp, kernel)
 
 
-# The kernel gradient is an im2col GEMM while the patch matrix has at most this many elements (16 MB
-# in float32): lax's kernel-gradient conv can take a generic XLA:CPU path 100x slower than the GEMM
-# (the quickstart discriminator's 4x4 stride-1 conv: 0.85 s of a 1.3 s fwd+bwd); larger patch
-# matrices (the 7x7 stems at 64^2 and up) cost more memory traffic than lax's conv.
-_IM2COL_MAX_ELEMENTS = 1 << 22
-
-
 def _kernel_gradient(xp: jax.Array, kernel: jax.Array, grad: jax.Array) -> jax.Array:
-    """d_kernel of a VALID stride-1 conv: patches^T times the output gradients (an im2col GEMM) when
-    the patch matrix is small (see _IM2COL_MAX_ELEMENTS) or smaller than the kernel, else lax's."""
+    """d_kernel of a VALID stride-1 conv: lax's kernel-gradient conv, or an im2col GEMM when the patch
+    matrix is smaller than the kernel (lax's conv would write the kernel in another layout, then copy it).
+
+    An im2col GEMM for every small patch matrix (up to 4M elements), as this once was, made each of
+    the kh*kw slices its own XLA:CPU kernel before the concatenation: at the quickstart's sizes lax's
+    conv is 1.3-5x faster for every layer timed, and the DMN step went 0.25-0.27 -> 0.17-0.20 s
+    (README, "Running at scale").
+    """
     kh, kw, cin, cout = kernel.shape
     n, ho, wo, _ = grad.shape
-    if n * ho * wo < cout or n * ho * wo * kh * kw * cin <= _IM2COL_MAX_ELEMENTS:
+    if n * ho * wo < cout:
         grad_rows = grad.reshape(n * ho * wo, cout)
         return _matmul(_im2col(xp, kh, kw), grad_rows, (0, 0), kernel.dtype).reshape(kernel.shape)
     _, pullback = jax.vjp(lambda k: lax_conv(xp, k), kernel)
@@ -286,7 +298,7 @@ def _kernel_gradient(xp: jax.Array, kernel: jax.Array, grad: jax.Array) -> jax.A
 def _conv_valid_bwd(residuals, grad):
     xp, kernel = residuals
     kh, kw, cin, cout = kernel.shape
-    if cout <= _FEW_OUTPUT_CHANNELS:
+    if _narrows_to_few_channels(kernel):
         return _few_channel_conv_backward(xp, kernel, grad)
     n, ho, wo, _ = grad.shape
     if n * ho * wo > 2 * cin:
