@@ -1,0 +1,198 @@
+r"""How much of an edit's colour drift the generator's instance normalisation causes.
+
+    python -m maskgan_jax.benchmarks.norm_drift --checkpoint=RUN --phase=ebst --parser=RUN
+
+The DMN normalises every backbone feature map over the whole image (InstanceNorm in the down and up
+paths, AdaIN in the residual blocks), so a wanted mask that changes the share of a class changes
+what every pixel's features become: the colours of the classes an edit keeps move too
+(`colour_drift`). This diagnostic renders each of the editing benchmark's edits twice: as usual,
+and with every normalisation layer's statistics (per face and channel: mean and variance over the
+image) replaced by those of the same network's reconstruction of the face on its own mask. It
+prints, per edit kind, the benchmark's colour error, the parser's pixel accuracy in the edited region
+(with --parser) and the PSNR of the unedited pixels, for the mean-colour painter and both renderings,
+then `colour_drift`'s table for one class of one kind under both.
+
+A diagnostic, not an editing mode: to swap the statistics it rebinds the normalisation functions
+that `models.pix2pixhd` and `models.generator` call (for the duration of a `with` block, in this
+process) and runs the network eagerly, with the plain forms of the maths (`ops.plain`; the fast forms
+agree to float32 rounding). The faces are the benchmark's (`evaluate.held_out_examples`, all kinds
+drawn together), so the "as usual" columns equal the benchmark's figures for the same checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from maskgan_jax import runtime
+from maskgan_jax.ops import plain
+
+
+class NormStatistics:
+    """InstanceNorm and AdaIN that record each call's statistics in call order, or replay them.
+
+    `recorded` holds one (mean, variance) pair per normalisation layer call, each float32 (N, 1, 1, C).
+    """
+
+    def __init__(self) -> None:
+        self.recorded: list[tuple[jax.Array, jax.Array]] = []
+        self.replaying = False
+        self.position = 0
+
+    def instance_norm(self, x: jax.Array, eps: float = plain.INSTANCE_NORM_EPS) -> jax.Array:
+        """plain.instance_norm, with the statistics recorded or replayed. (N, H, W, C) -> same."""
+        mean, var = plain.instance_statistics(x)
+        if self.replaying:
+            if self.position >= len(self.recorded):
+                raise RuntimeError(f"replaying normalisation statistics: call {self.position + 1}, but only "
+                                   f"{len(self.recorded)} were recorded (a different network?)")
+            mean, var = self.recorded[self.position]
+            self.position += 1
+        else:
+            self.recorded.append((mean, var))
+        return ((x.astype(jnp.float32) - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)
+
+    def adain(self, x: jax.Array, scale: jax.Array, bias: jax.Array,
+              eps: float = plain.INSTANCE_NORM_EPS) -> jax.Array:
+        """plain.adain over this object's instance_norm. x (N, H, W, C); scale, bias (N, C)."""
+        normalised = self.instance_norm(x, eps).astype(jnp.float32)
+        return (normalised * scale[:, None, None, :].astype(jnp.float32)
+                + bias[:, None, None, :].astype(jnp.float32)).astype(x.dtype)
+
+
+@contextlib.contextmanager
+def normalisation_from(statistics: NormStatistics) -> Iterator[None]:
+    """Within the block the generator's InstanceNorm and AdaIN layers call `statistics` (eager use only:
+    under jit the recorded values would be tracers)."""
+    from maskgan_jax.models import generator, pix2pixhd
+
+    saved = pix2pixhd.instance_norm, generator.adain
+    pix2pixhd.instance_norm, generator.adain = statistics.instance_norm, statistics.adain
+    try:
+        yield
+    finally:
+        pix2pixhd.instance_norm, generator.adain = saved
+
+
+def render_both(module: Any, params: Any, faces: np.ndarray, labels_face: np.ndarray,
+                labels_wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Renders the edits as usual, the reconstructions, and the edits with the reconstructions' statistics.
+
+    Args:
+      module, params: a DenseMappingNetwork and its parameters.
+      faces: uint8 (N, H, W, 3); labels_face, labels_wanted: int (N, H, W).
+    Returns:
+      (edited, reconstructed, edited_with_reconstruction_statistics), each uint8 (N, H, W, 3).
+    """
+    from maskgan_jax import edit as edit_lib
+
+    def render(labels_src):
+        return np.asarray(edit_lib.edit_images(module, params, faces, labels_face, labels_src, 0, 0)[0])
+
+    statistics = NormStatistics()
+    with normalisation_from(statistics):
+        edited = render(labels_wanted)
+        statistics.recorded.clear()
+        reconstructed = render(labels_face)
+        statistics.replaying = True
+        frozen = render(labels_wanted)
+    if statistics.position != len(statistics.recorded):
+        raise RuntimeError(f"replayed {statistics.position} of {len(statistics.recorded)} normalisation statistics")
+    return edited, reconstructed, frozen
+
+
+def kind_scores(results: np.ndarray, truths: np.ndarray, wanted: np.ndarray, edited_region: np.ndarray,
+                parsed: np.ndarray | None) -> tuple[float, float, float]:
+    """(colour error in the edited region, parser pixel accuracy there (NaN without `parsed`), PSNR of the
+    unedited pixels): the editing benchmark's point estimates (means over faces). Shapes as in
+    edit_scores.face_scores."""
+    from maskgan_jax import edit_scores
+
+    scores = edit_scores.face_scores(results, truths, wanted, edited_region, parsed)
+    accuracy = float("nan")
+    if scores.confusion is not None:
+        accuracy = float(edit_scores.confusion_scores(scores.confusion["edited"], np.ones((1, len(results))))[0][0])
+    return float(np.nanmean(scores.colour_error)), accuracy, float(np.nanmean(scores.psnr["unedited"]))
+
+
+def _kind_row(group: Sequence[Any], generator: Any, parse: Any, label: int) -> tuple[str, list[np.ndarray]]:
+    """One edit kind's table cells (after the kind's name) and its colour_drift tables for `label` (as
+    usual, with the reconstruction's statistics). group: that kind's evaluate.Example list."""
+    from maskgan_jax import edit_baselines
+    from maskgan_jax.benchmarks import colour_drift
+
+    stack = lambda field, dtype=np.uint8: np.stack([getattr(e, field) for e in group]).astype(dtype)
+    faces, truths = stack("target_image"), stack("true_image")
+    labels_face, labels_wanted = stack("target_labels", np.int32), stack("wanted_labels", np.int32)
+    region = np.stack([e.edited_region for e in group])
+    edited, reconstructed, frozen = render_both(generator.module, generator.params, faces, labels_face, labels_wanted)
+
+    def score(images, with_parser=True):
+        parsed = np.asarray(parse(images)) if parse is not None and with_parser else None
+        return kind_scores(images, truths, labels_wanted, region, parsed)
+
+    painter = edit_baselines.mean_colour_painter(faces, labels_face, labels_wanted)
+    (painter_colour, _, _), usual, held = score(painter, with_parser=False), score(edited), score(frozen)
+    row = (f"{painter_colour:.2f} / {usual[0]:.2f} / {held[0]:.2f} | {usual[1]:.3f} / {held[1]:.3f} | "
+           f"{usual[2]:.2f} / {held[2]:.2f}")
+    tables = [colour_drift.colour_drift(images, reconstructed, truths, faces, labels_face, labels_wanted, label)
+              for images in (edited, frozen)]
+    return row, tables
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    from tfds_celebamask import labels
+
+    parser = argparse.ArgumentParser(prog="python -m maskgan_jax.benchmarks.norm_drift",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, help="a run's workdir or checkpoint directory")
+    parser.add_argument("--phase", default=None, help="ebst or dmn (default: the most trained)")
+    parser.add_argument("--parser", default=None, help="a parser's workdir, phase or step directory (optional)")
+    parser.add_argument("--num_per_edit", type=int, default=50, help="benchmark faces per edit kind")
+    parser.add_argument("--drift_edit", default="hair_longer", help="the edit kind of the colour_drift table")
+    parser.add_argument("--label", default="hair", help=f"its class, one of {labels.CLASS_NAMES}")
+    args = parser.parse_args(argv)
+    if args.label not in labels.CLASS_ID:
+        parser.error(f"--label={args.label!r}: expected one of {list(labels.CLASS_NAMES)}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    runtime.setup()
+    args = parse_args(argv)
+    from maskgan_jax import edit as edit_lib, evaluate
+    from maskgan_jax.benchmarks import colour_drift
+    from tfds_celebamask import labels
+
+    if args.drift_edit not in evaluate.EDIT_KINDS:
+        raise SystemExit(f"--drift_edit={args.drift_edit!r}: expected one of {list(evaluate.EDIT_KINDS)}")
+    generator = edit_lib.load_generator(args.checkpoint, phase=args.phase)
+    parse = None
+    if args.parser:
+        parse, _ = evaluate.load_parse_fn(args.parser, generator.resolution, evaluate.HELD_OUT_SEED, 50)
+    examples = evaluate.held_out_examples(generator.resolution, args.num_per_edit)
+    print("| edit kind | colour error: painter / as usual / reconstruction's statistics | parser accuracy, "
+          "edited: as usual / reconstruction's | PSNR unedited (dB): as usual / reconstruction's |")
+    print("|---|---|---|---|")
+    drift = None
+    for kind in dict.fromkeys(e.edit for e in examples):
+        group = [e for e in examples if e.edit == kind]
+        row, tables = _kind_row(group, generator, parse, labels.CLASS_ID[args.label])
+        print(f"| {kind} | {row} |")
+        if kind == args.drift_edit:
+            drift = tables
+    for name, table in zip(("as usual", "with the reconstruction's statistics"), drift):
+        print(f"\n{args.drift_edit}, {args.label}, {name}:")
+        print(colour_drift.format_table(table, args.drift_edit, args.label))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
