@@ -202,7 +202,7 @@ def _set_phase(phase: ml_collections.ConfigDict, num_steps: int, learning_rate: 
 
 
 def _quickstart(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Synthetic faces at 64x64 and small widths: the whole pipeline on a 2-core CPU in about 29 minutes."""
+    """Synthetic faces at 64x64 and small widths: the whole pipeline on a 2-core CPU in about 30 minutes."""
     _synthetic_data(config, resolution=64, num_faces=2_000, batch_size=8)
     # Two down-samplings (a 16x16 bottleneck, the paper's 32x32 at 512 has 4): after 500 DMN steps the
     # parser finds the wanted classes in edited regions at 0.44 accuracy (3: 0.35), colour error 32.8
