@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from maskgan_jax import runtime
+from maskgan_jax.benchmarks.common import add_generator_arguments, check_class_name, example_arrays
 
 ROWS = ("model added vs truth added", "painter vs truth added", "model kept vs truth kept",
         "model added vs model kept", "truth added vs truth kept", "reconstruction vs face",
@@ -72,14 +73,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
     parser = argparse.ArgumentParser(prog="python -m maskgan_jax.benchmarks.colour_drift",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True, help="a run's workdir or checkpoint directory")
-    parser.add_argument("--phase", default=None, help="ebst or dmn (default: the most trained)")
+    add_generator_arguments(parser)
     parser.add_argument("--edit", default="hair_longer", help="an edit kind of the benchmark")
     parser.add_argument("--label", default="hair", help=f"a class name, one of {labels.CLASS_NAMES}")
     parser.add_argument("--num_faces", type=int, default=50, help="held-out faces of that kind")
     args = parser.parse_args(argv)
-    if args.label not in labels.CLASS_ID:
-        parser.error(f"--label={args.label!r}: expected one of {list(labels.CLASS_NAMES)}")
+    check_class_name(parser, "--label", args.label)
     return args
 
 
@@ -93,9 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     generator = edit_lib.load_generator(args.checkpoint, phase=args.phase)
     examples = evaluate.held_out_examples(generator.resolution, args.num_faces, edits=(args.edit,))
-    stack = lambda field, dtype=None: np.stack([getattr(e, field) for e in examples]).astype(dtype or np.uint8)
-    faces, truths = stack("target_image"), stack("true_image")
-    labels_face, labels_wanted = stack("target_labels", np.int32), stack("wanted_labels", np.int32)
+    faces, truths, labels_face, labels_wanted = example_arrays(examples)
     render = jax.jit(lambda p, f, a, b: edit_lib.edit_images(generator.module, p, f, a, b, 0, 0)[0])
     edited = np.asarray(render(generator.params, faces, labels_face, labels_wanted))
     reconstructed = np.asarray(render(generator.params, faces, labels_face, labels_face))

@@ -4,10 +4,11 @@ accelerators' published peaks."""
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,3 +94,28 @@ def load_config(spec: str, overrides: list[str]) -> ml_collections.ConfigDict:
         except (KeyError, AttributeError) as error:
             raise KeyError(f"--set {override!r}: {key!r} is not a field of {spec}") from error
     return config
+
+
+# --------------------------------------------------------------- the colour diagnostics' shared CLI parts
+
+
+def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
+    """--checkpoint and --phase: the generator a diagnostic loads (edit.load_generator)."""
+    parser.add_argument("--checkpoint", required=True, help="a run's workdir or checkpoint directory")
+    parser.add_argument("--phase", default=None, help="ebst or dmn (default: the most trained)")
+
+
+def check_class_name(parser: argparse.ArgumentParser, flag: str, name: str) -> None:
+    """parser.error unless `name` is one of the 19 class names."""
+    from tfds_celebamask import labels
+
+    if name not in labels.CLASS_ID:
+        parser.error(f"{flag}={name!r}: expected one of {list(labels.CLASS_NAMES)}")
+
+
+def example_arrays(examples: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The editing benchmark's examples (evaluate.Example) as arrays: faces and true results, uint8
+    (N, H, W, 3), and the faces' and the wanted masks, int32 (N, H, W)."""
+    stack = lambda field, dtype: np.stack([getattr(e, field) for e in examples]).astype(dtype)
+    return (stack("target_image", np.uint8), stack("true_image", np.uint8), stack("target_labels", np.int32),
+            stack("wanted_labels", np.int32))

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from maskgan_jax import runtime
+from maskgan_jax.benchmarks.common import add_generator_arguments, check_class_name, example_arrays
 from maskgan_jax.ops import plain
 
 
@@ -128,9 +129,7 @@ def _kind_row(group: Sequence[Any], generator: Any, parse: Any, label: int) -> t
     from maskgan_jax import edit_baselines
     from maskgan_jax.benchmarks import colour_drift
 
-    stack = lambda field, dtype=np.uint8: np.stack([getattr(e, field) for e in group]).astype(dtype)
-    faces, truths = stack("target_image"), stack("true_image")
-    labels_face, labels_wanted = stack("target_labels", np.int32), stack("wanted_labels", np.int32)
+    faces, truths, labels_face, labels_wanted = example_arrays(group)
     region = np.stack([e.edited_region for e in group])
     edited, reconstructed, frozen = render_both(generator.module, generator.params, faces, labels_face, labels_wanted)
 
@@ -152,15 +151,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
     parser = argparse.ArgumentParser(prog="python -m maskgan_jax.benchmarks.norm_drift",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True, help="a run's workdir or checkpoint directory")
-    parser.add_argument("--phase", default=None, help="ebst or dmn (default: the most trained)")
+    add_generator_arguments(parser)
     parser.add_argument("--parser", default=None, help="a parser's workdir, phase or step directory (optional)")
     parser.add_argument("--num_per_edit", type=int, default=50, help="benchmark faces per edit kind")
     parser.add_argument("--drift_edit", default="hair_longer", help="the edit kind of the colour_drift table")
     parser.add_argument("--label", default="hair", help=f"its class, one of {labels.CLASS_NAMES}")
     args = parser.parse_args(argv)
-    if args.label not in labels.CLASS_ID:
-        parser.error(f"--label={args.label!r}: expected one of {list(labels.CLASS_NAMES)}")
+    check_class_name(parser, "--label", args.label)
     return args
 
 

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from maskgan_jax import runtime
+from maskgan_jax.benchmarks.common import add_generator_arguments
 
 CLASSES = ("background", "skin", "neck", "hair", "cloth", "l_brow", "l_eye", "u_lip", "l_ear")
 RIDGES = (1.0, 10.0, 100.0, 1000.0)
@@ -105,8 +106,7 @@ def probe_table(styles: np.ndarray, reconstructions: np.ndarray, faces: np.ndarr
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m maskgan_jax.benchmarks.style_probe",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True, help="a run's workdir or checkpoint directory")
-    parser.add_argument("--phase", default=None, help="ebst or dmn (default: the most trained)")
+    add_generator_arguments(parser)
     parser.add_argument("--num_faces", type=int, default=1200, help="faces (at least 64)")
     parser.add_argument("--seed", type=int, default=PROBE_SEED, help="synthetic seed of the faces")
     parser.add_argument("--batch_size", type=int, default=50, help="faces per generator call")
