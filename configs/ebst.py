@@ -229,8 +229,8 @@ def _quickstart(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _set_phase(config.phases.dmn, 4_000, 5e-4, 50, 1_000, 1_000)
     # EBST 1,000 steps (it was 200): from the same 4,000-step DMN, one benchmark run (README, "How long
     # EBST needs"), 200 -> 1,000 steps took FID 172.3 -> 154.4 (DMN alone 171.4), KID below the DMN's in
-    # every kind, unedited pixels +0.9 dB, "beats the baselines" failures 3 -> 2 (the DMN's: hair_longer and
-    # add_hat colour). 7.8 more minutes of a 2-core CPU (0.58 s a step).
+    # every kind, unedited pixels +0.9-1.2 dB, "beats the baselines" failures 3 -> 2 (the DMN's: hair_longer
+    # and add_hat colour). The phase took 9.8 min of the newest quickstart (30.4 min) on a 2-core CPU.
     _set_phase(config.phases.ebst, 1_000, 2e-4, 50, 500, 250)
     # The parser within 4 minutes of a 2-core CPU (the trials: README, "The face parser"): half
     # the reference's widths (the full-resolution level costs most), soft Dice and class-balanced
