@@ -155,6 +155,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.init_from = ml_collections.ConfigDict(dict(
         mask_vae=placeholder(str), generator=placeholder(str), discriminator=placeholder(str)))
 
+    # --- editing --------------------------------------------------------------------------------------
+    # The normalisation statistics edits are rendered with (maskgan_jax.norm_statistics; inference only,
+    # stored with the checkpoints, read by the edit CLI, the API and the benchmark): "edit" (the paper),
+    # "face" (the face's reconstruction's) or "face_unless_added".
+    config.edit = ml_collections.ConfigDict(dict(norm_statistics="edit"))
+
     # --- checkpoints ----------------------------------------------------------------------------------
     config.checkpoint = ml_collections.ConfigDict(dict(keep_last=3, keep_every_steps=50_000))
 

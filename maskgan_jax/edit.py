@@ -63,6 +63,7 @@ from etils import epath
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from maskgan_jax import cli, framing, inputs, mask_io, paths, runtime
+from maskgan_jax import norm_statistics as norm_statistics_lib
 from maskgan_jax.models import DenseMappingNetwork, one_hot_mask, registry
 from maskgan_jax.phases import GENERATOR_PHASES
 from maskgan_jax.sharding import DATA_AXIS
@@ -358,23 +359,21 @@ def keep_unedited_alpha(labels_t: jax.Array, labels_src: jax.Array, dilation: in
 
 
 def edit_images(module: DenseMappingNetwork, params: Any, images: jax.Array, labels_t: jax.Array,
-                labels_src: jax.Array, dilation: int, feather: int) -> tuple[jax.Array, jax.Array]:
+                labels_src: jax.Array, dilation: int, feather: int, norm_statistics: str = "edit"
+                ) -> tuple[jax.Array, jax.Array]:
     """One batch of edits, pure.
 
     Args:
       images: uint8 (N, H, W, 3) target faces. labels_t: int (N, H, W) their masks.
       labels_src: int (N, H, W) wanted masks. dilation, feather: see keep_unedited_alpha.
+      norm_statistics: the normalisation statistics to render with, one of norm_statistics.MODES
+        ("edit": the paper's).
     Returns:
       (result, kept): uint8 (N, H, W, 3) each; `kept` is `result` with the target's pixels
       outside the edited region (--keep_unedited).
     """
-    target = images.astype(jnp.float32)
-    generated = module.apply({"params": params}, target / 127.5 - 1.0,
-                             one_hot_mask(labels_t, module.num_classes), one_hot_mask(labels_src, module.num_classes))
-    generated = jnp.clip((generated.astype(jnp.float32) + 1.0) * 127.5, 0.0, 255.0)
-    alpha = keep_unedited_alpha(labels_t, labels_src, dilation, feather)
-    kept = alpha * generated + (1.0 - alpha) * target  # exact target where alpha == 0
-    return jnp.round(generated).astype(jnp.uint8), jnp.round(kept).astype(jnp.uint8)
+    styles = encode_styles(module, params, images, labels_t)
+    return render_styles(module, params, styles, images, labels_t, labels_src, dilation, feather, norm_statistics)
 
 
 def encode_styles(module: DenseMappingNetwork, params: Any, images: jax.Array, labels_t: jax.Array) -> jax.Array:
@@ -385,15 +384,16 @@ def encode_styles(module: DenseMappingNetwork, params: Any, images: jax.Array, l
 
 
 def render_styles(module: DenseMappingNetwork, params: Any, styles: jax.Array, images: jax.Array,
-                  labels_t: jax.Array, labels_src: jax.Array, dilation: int, feather: int
-                  ) -> tuple[jax.Array, jax.Array]:
+                  labels_t: jax.Array, labels_src: jax.Array, dilation: int, feather: int,
+                  norm_statistics: str = "edit") -> tuple[jax.Array, jax.Array]:
     """`edit_images` from styles encoded earlier (encode_styles): the same (result, kept), uint8
     (N, H, W, 3) each, without re-reading the faces through the style encoder."""
-    generated = module.apply({"params": params}, None, None, one_hot_mask(labels_src, module.num_classes),
-                             style=styles)
+    generated = norm_statistics_lib.render(
+        module, params, styles, one_hot_mask(labels_t, module.num_classes),
+        one_hot_mask(labels_src, module.num_classes), labels_t, labels_src, norm_statistics)
     generated = jnp.clip((generated.astype(jnp.float32) + 1.0) * 127.5, 0.0, 255.0)
     alpha = keep_unedited_alpha(labels_t, labels_src, dilation, feather)
-    kept = alpha * generated + (1.0 - alpha) * images.astype(jnp.float32)
+    kept = alpha * generated + (1.0 - alpha) * images.astype(jnp.float32)  # exact target where alpha == 0
     return jnp.round(generated).astype(jnp.uint8), jnp.round(kept).astype(jnp.uint8)
 
 
@@ -405,9 +405,12 @@ class Editor:
     """
 
     def __init__(self, loaded: LoadedGenerator, batch_size: int = 8, dilation: int | None = None,
-                 feather: int | None = None):
+                 feather: int | None = None, norm_statistics: str | None = None):
+        """norm_statistics: one of norm_statistics.MODES; None: the checkpoint's config.edit.norm_statistics."""
         devices = loaded.mesh.devices.size
         self.loaded = loaded
+        self.norm_statistics = (norm_statistics_lib.config_mode(loaded.config) if norm_statistics is None
+                                else norm_statistics_lib.check_mode(norm_statistics))
         self.batch_size = max(devices, -(-batch_size // devices) * devices)
         default_dilation, default_feather = default_margins(loaded.resolution)
         self.dilation = default_dilation if dilation is None else dilation
@@ -416,14 +419,16 @@ class Editor:
         replicated = NamedSharding(loaded.mesh, PartitionSpec())
         self._edit = jax.jit(
             lambda params, images, labels_t, labels_src: edit_images(
-                loaded.module, params, images, labels_t, labels_src, self.dilation, self.feather),
+                loaded.module, params, images, labels_t, labels_src, self.dilation, self.feather,
+                self.norm_statistics),
             in_shardings=(replicated, batch, batch, batch), out_shardings=(batch, batch))
 
         self._encode = jax.jit(lambda params, images, labels_t: encode_styles(loaded.module, params, images, labels_t),
                                in_shardings=(replicated, batch, batch), out_shardings=batch)
         self._render = jax.jit(
             lambda params, styles, images, labels_t, labels_src: render_styles(
-                loaded.module, params, styles, images, labels_t, labels_src, self.dilation, self.feather),
+                loaded.module, params, styles, images, labels_t, labels_src, self.dilation, self.feather,
+                self.norm_statistics),
             in_shardings=(replicated, batch, batch, batch, batch), out_shardings=(batch, batch))
 
     @property
@@ -800,6 +805,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep the target's pixels outside the edited region (dilated, feathered)")
     parser.add_argument("--dilation", type=int, default=None, help="pixels at the model's size (default R/32)")
     parser.add_argument("--feather", type=int, default=None, help="pixels at the model's size (default R/32)")
+    parser.add_argument("--norm_statistics", default=None, choices=norm_statistics_lib.MODES,
+                        help="normalise by the edit's statistics (the paper), the face's reconstruction's, or "
+                             "the face's unless the wanted mask adds a class (maskgan_jax.norm_statistics; "
+                             "default: the checkpoint's config.edit.norm_statistics)")
     parser.add_argument("--list_classes", action="store_true", help="print the 19 classes, their ids and colours")
     cli.add_runtime_flags(parser, batch_size=8, what="edits")
     return parser
@@ -875,7 +884,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     one_face = args.image is not None and paths.as_path(args.image).is_file()
     # One face: compile for a batch of one (per device) instead of padding it to --batch_size.
     batch_size = 1 if one_face and not args.interpolate else args.batch_size
-    editor = Editor(loaded, batch_size, args.dilation, args.feather)
+    editor = Editor(loaded, batch_size, args.dilation, args.feather, args.norm_statistics)
     if args.interpolate:
         return _interpolate(args, editor)
     out = paths.as_path(args.out)

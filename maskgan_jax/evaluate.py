@@ -56,6 +56,7 @@ from PIL import Image
 from maskgan_jax import edit as edit_lib
 from maskgan_jax import edit_baselines as baselines
 from maskgan_jax import cli, edit_report, edit_scores, edit_tiers, paths, runtime
+from maskgan_jax import norm_statistics as norm_statistics_lib
 from maskgan_jax.edit_baselines import jpeg_round_trip  # parse.held_out_faces imports it from here
 from tfds_celebamask import synthetic
 
@@ -170,13 +171,14 @@ def with_keep_unedited(rows: dict[str, np.ndarray], examples: Sequence[Example],
 
 
 def generator_rows(generators: dict[str, edit_lib.LoadedGenerator], examples: Sequence[Example], batch_size: int,
-                   dilation: int, feather: int) -> dict[str, np.ndarray]:
-    """Each generator's results and their `+keep_unedited` composites (edit.Editor): name -> uint8."""
+                   dilation: int, feather: int, norm_statistics: str | None = None) -> dict[str, np.ndarray]:
+    """Each generator's results and their `+keep_unedited` composites (edit.Editor): name -> uint8.
+    norm_statistics: the editing mode (norm_statistics.MODES) for all; None: each checkpoint's config's."""
     images = _stack(examples, "target_image")
     labels_t, labels_src = _stack(examples, "target_labels"), _stack(examples, "wanted_labels")
     rows = {}
     for name, loaded in generators.items():
-        editor = edit_lib.Editor(loaded, batch_size, dilation, feather)
+        editor = edit_lib.Editor(loaded, batch_size, dilation, feather, norm_statistics)
         rows[name], rows[name + KEEP_SUFFIX] = editor.edit(images, labels_t, labels_src)
     return rows
 
@@ -284,7 +286,8 @@ def run_benchmark(generators: dict[str, edit_lib.LoadedGenerator], resolution: i
                   seed: int = HELD_OUT_SEED, edits: Sequence[str] = EDIT_KINDS, parse: ParseFn | None = None,
                   features: FeaturesFn | None = None, realism_methods: Sequence[str] | None = None,
                   realism_per_edit: int | None = None, batch_size: int = 16, dilation: int | None = None,
-                  feather: int | None = None, num_resamples: int = edit_scores.BOOTSTRAP_RESAMPLES
+                  feather: int | None = None, num_resamples: int = edit_scores.BOOTSTRAP_RESAMPLES,
+                  norm_statistics: str | None = None
                   ) -> tuple[list[dict], list[dict], list[Example], dict[str, np.ndarray]]:
     """Scores the reference rows and every generator, plain and composited, on the held-out set.
 
@@ -301,7 +304,7 @@ def run_benchmark(generators: dict[str, edit_lib.LoadedGenerator], resolution: i
     feather = default_feather if feather is None else feather
     examples = held_out_examples(resolution, num_per_edit, seed, edits)
     rows = with_keep_unedited(reference_rows(examples), examples, dilation, feather)
-    rows.update(generator_rows(generators, examples, batch_size, dilation, feather))
+    rows.update(generator_rows(generators, examples, batch_size, dilation, feather, norm_statistics))
     records = score_rows(rows, examples, parse, features, realism_methods, realism_per_edit, num_resamples)
     return records, edit_tiers.verdicts(records, list(dict.fromkeys(edits))), examples, rows
 
@@ -346,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "also images per Inception call)")
     parser.add_argument("--dilation", type=int, default=None, help="keep_unedited dilation (pixels)")
     parser.add_argument("--feather", type=int, default=None, help="keep_unedited feather (pixels)")
+    parser.add_argument("--norm_statistics", default=None, choices=norm_statistics_lib.MODES,
+                        help="the generators' normalisation statistics when editing (maskgan_jax.norm_statistics; "
+                             "default: each checkpoint's config.edit.norm_statistics)")
     parser.add_argument("--jax_cache_dir", default=cli.DEFAULT_CACHE_DIR,
                         help="persistent compilation cache ('' turns it off)")
     parser.add_argument("--data", default=None,
@@ -430,9 +436,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     realism_methods = [m + suffix for m in named for suffix in ("", KEEP_SUFFIX)] or None
     records, verdicts, examples, rows = run_benchmark(
         generators, resolution, args.num_per_edit, args.seed, edits, parse, features, realism_methods,
-        args.realism_per_edit, args.batch_size, args.dilation, args.feather, args.bootstrap)
+        args.realism_per_edit, args.batch_size, args.dilation, args.feather, args.bootstrap, args.norm_statistics)
     elapsed = time.perf_counter() - start
-    described = "; ".join(f"{name} = {g.step_dir}" for name, g in generators.items()) or "none"
+    described = "; ".join(
+        f"{name} = {g.step_dir} ({args.norm_statistics or norm_statistics_lib.config_mode(g.config)} statistics)"
+        for name, g in generators.items()) or "none"
     realism = (f"KID/FID on the first {args.realism_per_edit or args.num_per_edit} faces per kind of "
                f"{', '.join(named) + ' (plain and composited)' if named else 'every row'}")
     header = "\n".join([

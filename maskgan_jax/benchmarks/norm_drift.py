@@ -12,74 +12,23 @@ prints, per edit kind, the benchmark's colour error, the parser's pixel accuracy
 (with --parser) and the PSNR of the unedited pixels, for the mean-colour painter and both renderings,
 then `colour_drift`'s table for one class of one kind under both.
 
-A diagnostic, not an editing mode: to swap the statistics it rebinds the normalisation functions
-that `models.pix2pixhd` and `models.generator` call (for the duration of a `with` block, in this
-process) and runs the network eagerly, with the plain forms of the maths (`ops.plain`; the fast forms
-agree to float32 rounding). The faces are the benchmark's (`evaluate.held_out_examples`, all kinds
-drawn together), so the "as usual" columns equal the benchmark's figures for the same checkpoint.
+The second rendering is the editing mode `config.edit.norm_statistics="face"` (maskgan_jax.norm_statistics).
+The faces are the benchmark's (`evaluate.held_out_examples`, all kinds drawn together), so the "as usual"
+columns equal the benchmark's figures for the same checkpoint with the paper's "edit" statistics.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from maskgan_jax import runtime
 from maskgan_jax.benchmarks.common import add_generator_arguments, check_class_name, example_arrays
-from maskgan_jax.ops import plain
-
-
-class NormStatistics:
-    """InstanceNorm and AdaIN that record each call's statistics in call order, or replay them.
-
-    `recorded` holds one (mean, variance) pair per normalisation layer call, each float32 (N, 1, 1, C).
-    """
-
-    def __init__(self) -> None:
-        self.recorded: list[tuple[jax.Array, jax.Array]] = []
-        self.replaying = False
-        self.position = 0
-
-    def instance_norm(self, x: jax.Array, eps: float = plain.INSTANCE_NORM_EPS) -> jax.Array:
-        """plain.instance_norm, with the statistics recorded or replayed. (N, H, W, C) -> same."""
-        mean, var = plain.instance_statistics(x)
-        if self.replaying:
-            if self.position >= len(self.recorded):
-                raise RuntimeError(f"replaying normalisation statistics: call {self.position + 1}, but only "
-                                   f"{len(self.recorded)} were recorded (a different network?)")
-            mean, var = self.recorded[self.position]
-            self.position += 1
-        else:
-            self.recorded.append((mean, var))
-        return ((x.astype(jnp.float32) - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)
-
-    def adain(self, x: jax.Array, scale: jax.Array, bias: jax.Array,
-              eps: float = plain.INSTANCE_NORM_EPS) -> jax.Array:
-        """plain.adain over this object's instance_norm. x (N, H, W, C); scale, bias (N, C)."""
-        normalised = self.instance_norm(x, eps).astype(jnp.float32)
-        return (normalised * scale[:, None, None, :].astype(jnp.float32)
-                + bias[:, None, None, :].astype(jnp.float32)).astype(x.dtype)
-
-
-@contextlib.contextmanager
-def normalisation_from(statistics: NormStatistics) -> Iterator[None]:
-    """Within the block the generator's InstanceNorm and AdaIN layers call `statistics` (eager use only:
-    under jit the recorded values would be tracers)."""
-    from maskgan_jax.models import generator, pix2pixhd
-
-    saved = pix2pixhd.instance_norm, generator.adain
-    pix2pixhd.instance_norm, generator.adain = statistics.instance_norm, statistics.adain
-    try:
-        yield
-    finally:
-        pix2pixhd.instance_norm, generator.adain = saved
 
 
 def render_both(module: Any, params: Any, faces: np.ndarray, labels_face: np.ndarray,
@@ -94,19 +43,10 @@ def render_both(module: Any, params: Any, faces: np.ndarray, labels_face: np.nda
     """
     from maskgan_jax import edit as edit_lib
 
-    def render(labels_src):
-        return np.asarray(edit_lib.edit_images(module, params, faces, labels_face, labels_src, 0, 0)[0])
-
-    statistics = NormStatistics()
-    with normalisation_from(statistics):
-        edited = render(labels_wanted)
-        statistics.recorded.clear()
-        reconstructed = render(labels_face)
-        statistics.replaying = True
-        frozen = render(labels_wanted)
-    if statistics.position != len(statistics.recorded):
-        raise RuntimeError(f"replayed {statistics.position} of {len(statistics.recorded)} normalisation statistics")
-    return edited, reconstructed, frozen
+    render = jax.jit(lambda p, f, a, b, mode: edit_lib.edit_images(module, p, f, a, b, 0, 0, mode)[0],
+                     static_argnums=4)
+    return tuple(np.asarray(render(params, faces, labels_face, wanted, mode)) for wanted, mode in
+                 ((labels_wanted, "edit"), (labels_face, "edit"), (labels_wanted, "face")))
 
 
 def kind_scores(results: np.ndarray, truths: np.ndarray, wanted: np.ndarray, edited_region: np.ndarray,

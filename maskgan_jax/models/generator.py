@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from maskgan_jax.models.layers import (ENCODER_INITS, SFT, BiasInit, Dtype, Initializer, ReflectConv, adain,
+from maskgan_jax.models.layers import (ENCODER_INITS, SFT, BiasInit, Dtype, Initializer, ReflectConv, normalise,
                                       encoder_kernel_init, torch_default_bias, zero_bias)
 from maskgan_jax.models.pix2pixhd import Pix2PixHDDecoder, Pix2PixHDEncoder
 
@@ -125,9 +125,9 @@ class AdaINResBlock(nn.Module):
         c = x.shape[-1]
         (scale0, bias0), (scale1, bias1) = adain_params
         y = ReflectConv(c, 3, 1, 1, dtype=self.dtype, name="conv_block_0")(x)
-        y = nn.relu(adain(y, scale0, bias0))
+        y = nn.relu(normalise(self, "norm_0", y, scale0, bias0))
         y = ReflectConv(c, 3, 1, 1, dtype=self.dtype, name="conv_block_1")(y)
-        return x + adain(y, scale1, bias1)
+        return x + normalise(self, "norm_1", y, scale1, bias1)
 
 
 class DenseMappingNetwork(nn.Module):

@@ -14,11 +14,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from maskgan_jax.ops import adain, conv2d, instance_norm, upsample_conv_transpose
+from maskgan_jax.ops import (INSTANCE_NORM_EPS, adain, conv2d, instance_norm, instance_statistics,
+                            upsample_conv_transpose)
 
-__all__ = ["ENCODER_INITS", "SFT", "BiasInit", "torch_default_bias", "zero_bias",
+__all__ = ["ENCODER_INITS", "NORM_STATISTICS", "SFT", "BiasInit", "torch_default_bias", "zero_bias",
            "Conv2D", "ReflectConv", "UpConv", "adain", "conv2d", "conv_kernel_init",
-           "edge_pad", "encoder_kernel_init", "instance_norm", "reflect_pad", "torch_default_kernel_init",
+           "edge_pad", "encoder_kernel_init", "instance_norm", "normalise", "reflect_pad", "torch_default_kernel_init",
            "upsample_conv_transpose", "upsample_nearest_2x"]
 
 Dtype = Any
@@ -42,6 +43,43 @@ torch_default_kernel_init: Initializer = nn.initializers.variance_scaling(1.0 / 
 encoder_kernel_init: Initializer = nn.initializers.he_normal()
 # The DMN's encoder init by name (config.model.generator.encoder_init): "he", or "reference" (N(0, 0.02)).
 ENCODER_INITS: dict[str, Initializer] = {"he": encoder_kernel_init, "reference": conv_kernel_init}
+
+# The variable collection through which the backbone's InstanceNorm and AdaIN statistics are recorded
+# (apply with it mutable) or held (apply with it given): editing with the face's own statistics
+# (maskgan_jax.edit, config.edit.norm_statistics). Absent in training, where `normalise` is plain
+# ops.instance_norm / ops.adain.
+NORM_STATISTICS = "norm_statistics"
+
+
+def normalise(module: nn.Module, name: str, x: jax.Array, scale: jax.Array | None = None,
+              bias: jax.Array | None = None) -> jax.Array:
+    """InstanceNorm of x (scale and bias None) or AdaIN (x normalised, times scale, plus bias), inside `module`.
+
+    With the NORM_STATISTICS collection mutable (and not initialising), x's own statistics are also
+    recorded there as `{name}_mean`, `{name}_var`; with the collection given, the statistics found
+    there replace x's (the layer then normalises by another input's mean and variance).
+
+    Args:
+      module: the calling module (the variables live in its scope). name: unique within it.
+      x: (N, H, W, C). scale, bias: (N, C) or None.
+    Returns:
+      x's shape and dtype.
+    """
+    recording = module.is_mutable_collection(NORM_STATISTICS) and not module.is_initializing()
+    holding = not recording and module.has_variable(NORM_STATISTICS, f"{name}_mean")
+    if not (recording or holding):
+        return instance_norm(x) if scale is None else adain(x, scale, bias)
+    if holding:
+        mean, var = (module.get_variable(NORM_STATISTICS, f"{name}_{part}") for part in ("mean", "var"))
+    else:
+        mean, var = instance_statistics(x)
+        module.put_variable(NORM_STATISTICS, f"{name}_mean", mean)
+        module.put_variable(NORM_STATISTICS, f"{name}_var", var)
+    y = (x.astype(jnp.float32) - mean) * jax.lax.rsqrt(var + INSTANCE_NORM_EPS)
+    if scale is not None:
+        y = y * scale[:, None, None, :].astype(jnp.float32) + bias[:, None, None, :].astype(jnp.float32)
+    return y.astype(x.dtype)
+
 
 # A bias initialiser given the layer's fan-in (k * k * Cin): biases are (features,), so the fan-in that
 # PyTorch's default bias bound depends on is not in the shape an initialiser sees.

@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from maskgan_jax.models.layers import (BiasInit, Conv2D, Dtype, ReflectConv, UpConv, instance_norm, reflect_pad,
+from maskgan_jax.models.layers import (BiasInit, Conv2D, Dtype, ReflectConv, UpConv, normalise, reflect_pad,
                                       upsample_nearest_2x, zero_bias)
 
 
@@ -26,11 +26,11 @@ class Pix2PixHDEncoder(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         """(N, H, W, Cin) -> (N, H / 2^n, W / 2^n, ngf * 2^n)."""
         x = Conv2D(self.ngf, 7, dtype=self.dtype, name="model_1")(reflect_pad(x, 3))
-        x = nn.relu(instance_norm(x))
+        x = nn.relu(normalise(self, "norm_1", x))
         for i in range(self.n_downsample):
             x = Conv2D(self.ngf * 2 ** (i + 1), 3, strides=2, padding=1, dtype=self.dtype,
                        name=f"model_{4 + 3 * i}")(x)
-            x = nn.relu(instance_norm(x))
+            x = nn.relu(normalise(self, f"norm_{4 + 3 * i}", x))
         return x
 
 
@@ -71,7 +71,7 @@ class Pix2PixHDDecoder(nn.Module):
                 x = UpConv(width, dtype=self.dtype, name=name)(x)
             else:
                 x = ReflectConv(width, 3, 1, 1, dtype=self.dtype, name=name)(upsample_nearest_2x(x))
-            x = nn.relu(instance_norm(x))
+            x = nn.relu(normalise(self, f"norm_{self.first_index + 3 * i}", x))
         last = self.first_index + 3 * self.n_upsample + 1
         return Conv2D(self.out_channels, 7, bias_init=self.out_bias_init, dtype=self.dtype,
                       name=f"model_{last}")(reflect_pad(x, 3))
@@ -86,5 +86,5 @@ class ResnetBlock(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         """(N, H, W, C) -> (N, H, W, C)."""
         c = x.shape[-1]
-        y = nn.relu(instance_norm(ReflectConv(c, 3, 1, 1, dtype=self.dtype, name="conv_block_1")(x)))
-        return x + instance_norm(ReflectConv(c, 3, 1, 1, dtype=self.dtype, name="conv_block_5")(y))
+        y = nn.relu(normalise(self, "norm_1", ReflectConv(c, 3, 1, 1, dtype=self.dtype, name="conv_block_1")(x)))
+        return x + normalise(self, "norm_5", ReflectConv(c, 3, 1, 1, dtype=self.dtype, name="conv_block_5")(y))
