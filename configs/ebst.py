@@ -74,6 +74,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         num_shards=placeholder(int),
         # Synthetic faces written into the workdir when the dataset is absent (num_faces 0: real data only).
         synthetic=dict(num_faces=0, seed=1234),
+        # Hide these classes from the style encoder's inputs of the reconstruction step (DMN, EBST stage 1)
+        # in a `rate` of the faces, so the generator learns to draw a class the style face lacks, as an
+        # added hat or glasses need (maskgan_jax.style_hiding; not in the paper: off).
+        style_hiding=dict(classes=(), rate=0.0),
     ))
 
     # --- networks -----------------------------------------------------------------------------------

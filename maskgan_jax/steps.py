@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from maskgan_jax import losses, objective
+from maskgan_jax import losses, objective, style_hiding
 from maskgan_jax.models import one_hot_mask, registry
 from maskgan_jax.state import NetState, Networks, learning_rate_schedule
 from tfds_celebamask.labels import ATTRIBUTE_NAMES
@@ -101,6 +101,10 @@ def _schedule(config: ml_collections.ConfigDict, phase: str) -> optax.Schedule:
     return learning_rate_schedule(config.phases[phase])
 
 
+# The streams of _step_rng: one per use of randomness, so that no two draw the same numbers.
+MASK_VAE_STREAM, STYLE_HIDING_STREAM = 0, 1
+
+
 def _step_rng(seed: int, step: jax.Array, stream: int) -> jax.Array:
     return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), step), stream)
 
@@ -123,7 +127,7 @@ def make_maskvae_step(networks: Networks, config: ml_collections.ConfigDict,
         def loss_fn(params):
             (logits, mean, logvar), updated = vae.apply(
                 {"params": params, "batch_stats": state.batch_stats}, masks, True,
-                rngs={"reparam": _step_rng(config.seed, step, 0)}, mutable=["batch_stats"])
+                rngs={"reparam": _step_rng(config.seed, step, MASK_VAE_STREAM)}, mutable=["batch_stats"])
             total, terms = objective.weighted_terms(
                 objective.MASK_VAE_TERMS, config.loss.weights,
                 objective.MaskVAEInputs(logits=logits, labels=batch["mask"], mean=mean, logvar=logvar,
@@ -214,16 +218,23 @@ def make_dmn_step(networks: Networks, config: ml_collections.ConfigDict, g_tx: o
 
     As pix2pixHD, G and D losses are computed on one forward pass with the current D, then G and D
     are both updated: D on (M_t, I_t) vs (M_t, stop_gradient(I_out)), each at `phase`'s scheduled rate.
+    With config.data.style_hiding, some classes of some faces are hidden from the style encoder's
+    inputs (maskgan_jax.style_hiding); the wanted mask and the target stay whole.
     """
     g = networks.generator
     schedule = _schedule(config, phase)
+    hiding = config.data.style_hiding
+    hidden_ids = style_hiding.class_ids(hiding.classes)
 
     def step_fn(states, guard, batch, step, vgg_params):
         image = batch["image"]
         mask = one_hot_mask(batch["mask"], config.num_classes)
+        style_image, style_labels = style_hiding.hide_classes(image, batch["mask"], hidden_ids, hiding.rate,
+                                                              _step_rng(config.seed, step, STYLE_HIDING_STREAM))
+        style_mask = one_hot_mask(style_labels, config.num_classes)
 
         def render(g_params):
-            return g.apply({"params": g_params}, image, mask, mask).astype(jnp.float32)
+            return g.apply({"params": g_params}, style_image, style_mask, mask).astype(jnp.float32)
 
         fake, (g_total, g_terms, g_grads), (d_total, d_grads) = _gan_gradients(
             networks, config, render, states["generator"].params, states["discriminator"].params, mask, image,
