@@ -245,7 +245,7 @@ def _shape_like(given: Any, results: list[np.ndarray]) -> Any:
 
 def load_editor(path: str | os.PathLike, *, parser: str | os.PathLike | None = None, phase: str | None = None,
                 batch_size: int = 8, compute_dtype: str = "float32", dilation: int | None = None,
-                feather: int | None = None) -> FaceEditor:
+                feather: int | None = None, norm_statistics: str | None = None) -> FaceEditor:
     """Loads a checkpoint's generator (and its MaskVAE when it holds one) for editing photos.
 
     Args:
@@ -256,12 +256,14 @@ def load_editor(path: str | os.PathLike, *, parser: str | os.PathLike | None = N
       phase: with a workdir, 'ebst' or 'dmn' (None: the newest).
       batch_size: photos per compiled call. compute_dtype: 'float32' or 'bfloat16'.
       dilation, feather: keep_unedited margins in model pixels (None: resolution / 32).
+      norm_statistics: the normalisation statistics edits are rendered with, one of
+        maskgan_jax.norm_statistics.MODES (None: the checkpoint's config.edit.norm_statistics).
     """
     from maskgan_jax import runtime
 
     runtime.setup()  # before JAX's first computation; a no-op once the backend runs
     loaded = edit.load_generator(path, phase, compute_dtype=compute_dtype)
-    editor = edit.Editor(loaded, batch_size, dilation, feather)
+    editor = edit.Editor(loaded, batch_size, dilation, feather, norm_statistics)
     face_parser = None
     if parser is not None:
         from maskgan_jax import parse

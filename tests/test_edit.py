@@ -330,3 +330,25 @@ def test_writing_an_output_again_replaces_it_whole(tmp_path, face):
     mask_io.write_mask(tmp_path / "out" / "mask.png", mask[::-1], palette=True)
     np.testing.assert_array_equal(mask_io.read_mask(tmp_path / "out" / "mask.png"), mask[::-1])
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["mask.png", "result.png"]
+
+
+def test_cli_norm_statistics_flag_reaches_the_editor(tmp_path, workdir, face, compilation_cache):
+    path, _ = workdir
+    image, mask, smiling = face
+    mask_io.write_image(tmp_path / "face.png", image)
+    mask_io.write_mask(tmp_path / "face_mask.png", mask)
+    mask_io.write_mask(tmp_path / "smiling.png", smiling)
+    loaded = edit.load_generator(path, phase="dmn")
+    for mode in ("edit", "face"):
+        out = tmp_path / f"out_{mode}.png"
+        assert edit.main([f"--checkpoint={path}", "--phase=dmn", f"--image={tmp_path / 'face.png'}",
+                          f"--mask={tmp_path / 'face_mask.png'}", f"--wanted={tmp_path / 'smiling.png'}",
+                          f"--out={out}", f"--norm_statistics={mode}", f"--jax_cache_dir={compilation_cache}"]) == 0
+        expected, _ = edit.Editor(loaded, batch_size=1, norm_statistics=mode).edit(image[None], mask[None],
+                                                                                  smiling[None])
+        assert np.abs(mask_io.read_image(out).astype(int) - expected[0].astype(int)).max() <= 1, mode
+    assert np.abs(mask_io.read_image(tmp_path / "out_edit.png").astype(int)
+                  - mask_io.read_image(tmp_path / "out_face.png").astype(int)).max() > 1
+    with pytest.raises(SystemExit):
+        edit.main([f"--checkpoint={path}", f"--image={tmp_path / 'face.png'}", "--norm_statistics=source",
+                   f"--out={tmp_path / 'x.png'}"])
