@@ -388,9 +388,7 @@ def render_styles(module: DenseMappingNetwork, params: Any, styles: jax.Array, i
                   norm_statistics: str = "edit") -> tuple[jax.Array, jax.Array]:
     """`edit_images` from styles encoded earlier (encode_styles): the same (result, kept), uint8
     (N, H, W, 3) each, without re-reading the faces through the style encoder."""
-    generated = norm_statistics_lib.render(
-        module, params, styles, one_hot_mask(labels_t, module.num_classes),
-        one_hot_mask(labels_src, module.num_classes), labels_t, labels_src, norm_statistics)
+    generated = norm_statistics_lib.render(module, params, styles, labels_t, labels_src, norm_statistics)
     generated = jnp.clip((generated.astype(jnp.float32) + 1.0) * 127.5, 0.0, 255.0)
     alpha = keep_unedited_alpha(labels_t, labels_src, dilation, feather)
     kept = alpha * generated + (1.0 - alpha) * images.astype(jnp.float32)  # exact target where alpha == 0

@@ -25,6 +25,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from maskgan_jax.models import one_hot_mask
 from maskgan_jax.models.generator import DenseMappingNetwork
 from maskgan_jax.models.layers import NORM_STATISTICS
 
@@ -56,27 +57,28 @@ def adds_class(labels_t: jax.Array, labels_src: jax.Array, num_classes: int) -> 
     return jnp.any(present(labels_src) & ~present(labels_t), axis=-1)
 
 
-def render(module: DenseMappingNetwork, params: Any, style: jax.Array, mask_t: jax.Array, mask_src: jax.Array,
-           labels_t: jax.Array, labels_src: jax.Array, mode: str) -> jax.Array:
+def render(module: DenseMappingNetwork, params: Any, style: jax.Array, labels_t: jax.Array, labels_src: jax.Array,
+           mode: str) -> jax.Array:
     """The generator's rendering of `style` on the wanted mask, normalised as `mode` says. Pure.
 
     Args:
       module, params: the DenseMappingNetwork and its `params` collection.
       style: (N, style_dim), the faces' style vectors (module.apply(..., style_only=True)).
-      mask_t, mask_src: (N, H, W, num_classes) one-hot masks of the faces and the wanted layouts.
-      labels_t, labels_src: int (N, H, W), the same masks as label ids.
+      labels_t, labels_src: int (N, H, W), the faces' masks and the wanted masks.
       mode: one of MODES.
     Returns:
       (N, H, W, 3) in [-1, 1], the module's compute dtype.
     """
     check_mode(mode)
     variables = {"params": params}
+    mask_src = one_hot_mask(labels_src, module.num_classes)
     edited = None
     if mode != "face":
         edited = module.apply(variables, None, None, mask_src, style=style)
         if mode == "edit":
             return edited
-    _, recorded = module.apply(variables, None, None, mask_t, style=style, mutable=[NORM_STATISTICS])
+    _, recorded = module.apply(variables, None, None, one_hot_mask(labels_t, module.num_classes), style=style,
+                               mutable=[NORM_STATISTICS])
     held = module.apply({**variables, **recorded}, None, None, mask_src, style=style)
     if mode == "face":
         return held

@@ -229,9 +229,11 @@ def make_dmn_step(networks: Networks, config: ml_collections.ConfigDict, g_tx: o
     def step_fn(states, guard, batch, step, vgg_params):
         image = batch["image"]
         mask = one_hot_mask(batch["mask"], config.num_classes)
-        style_image, style_labels = style_hiding.hide_classes(image, batch["mask"], hidden_ids, hiding.rate,
-                                                              _step_rng(config.seed, step, STYLE_HIDING_STREAM))
-        style_mask = one_hot_mask(style_labels, config.num_classes)
+        style_image, style_mask = image, mask
+        if hidden_ids and hiding.rate > 0:  # decided at trace time: the paper's step is traced unchanged
+            style_image, style_labels = style_hiding.hide_classes(
+                image, batch["mask"], hidden_ids, hiding.rate, _step_rng(config.seed, step, STYLE_HIDING_STREAM))
+            style_mask = one_hot_mask(style_labels, config.num_classes)
 
         def render(g_params):
             return g.apply({"params": g_params}, style_image, style_mask, mask).astype(jnp.float32)
