@@ -76,8 +76,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         synthetic=dict(num_faces=0, seed=1234),
         # Hide these classes from the style encoder's inputs of the reconstruction step (DMN, EBST stage 1)
         # in a `rate` of the faces, so the generator learns to draw a class the style face lacks, as an
-        # added hat or glasses need (maskgan_jax.style_hiding; not in the paper: off).
-        style_hiding=dict(classes=(), rate=0.0),
+        # added hat or glasses need (maskgan_jax.style_hiding; not in the paper: off), in the named
+        # phases' reconstruction steps ("dmn", "ebst").
+        style_hiding=dict(classes=(), rate=0.0, phases=("dmn", "ebst")),
     ))
 
     # --- networks -----------------------------------------------------------------------------------

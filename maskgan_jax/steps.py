@@ -218,19 +218,20 @@ def make_dmn_step(networks: Networks, config: ml_collections.ConfigDict, g_tx: o
 
     As pix2pixHD, G and D losses are computed on one forward pass with the current D, then G and D
     are both updated: D on (M_t, I_t) vs (M_t, stop_gradient(I_out)), each at `phase`'s scheduled rate.
-    With config.data.style_hiding, some classes of some faces are hidden from the style encoder's
-    inputs (maskgan_jax.style_hiding); the wanted mask and the target stay whole.
+    With config.data.style_hiding (in the phases it names), some classes of some faces are hidden from
+    the style encoder's inputs (maskgan_jax.style_hiding); the wanted mask and the target stay whole.
     """
     g = networks.generator
     schedule = _schedule(config, phase)
     hiding = config.data.style_hiding
     hidden_ids = style_hiding.class_ids(hiding.classes)
+    hides = style_hiding.applies(hiding, phase)
 
     def step_fn(states, guard, batch, step, vgg_params):
         image = batch["image"]
         mask = one_hot_mask(batch["mask"], config.num_classes)
         style_image, style_mask = image, mask
-        if hidden_ids and hiding.rate > 0:  # decided at trace time: the paper's step is traced unchanged
+        if hides:  # decided at trace time: the paper's step is traced unchanged
             style_image, style_labels = style_hiding.hide_classes(
                 image, batch["mask"], hidden_ids, hiding.rate, _step_rng(config.seed, step, STYLE_HIDING_STREAM))
             style_mask = one_hot_mask(style_labels, config.num_classes)

@@ -24,6 +24,8 @@ import jax.numpy as jnp
 from tfds_celebamask import labels
 
 BACKGROUND = labels.CLASS_ID["background"]
+# The phases whose reconstruction step (steps.make_dmn_step) can hide classes.
+RECONSTRUCTION_PHASES = ("dmn", "ebst")
 
 
 def class_ids(names: Sequence[str], where: str = "config.data.style_hiding.classes") -> tuple[int, ...]:
@@ -32,6 +34,20 @@ def class_ids(names: Sequence[str], where: str = "config.data.style_hiding.class
     if unknown:
         raise ValueError(f"{where}: unknown class {unknown[0]!r}, expected names from {labels.CLASS_NAMES}")
     return tuple(labels.CLASS_ID[name] for name in names)
+
+
+def applies(hiding, phase: str) -> bool:
+    """Whether config.data.style_hiding (`hiding`: classes, rate, phases) hides anything in `phase`.
+
+    ValueError naming the field for a phase outside RECONSTRUCTION_PHASES or a rate outside [0, 1].
+    """
+    unknown = [name for name in hiding.phases if name not in RECONSTRUCTION_PHASES]
+    if unknown:
+        raise ValueError(f"config.data.style_hiding.phases: unknown phase {unknown[0]!r}, expected names from "
+                         f"{RECONSTRUCTION_PHASES}")
+    if not 0.0 <= hiding.rate <= 1.0:
+        raise ValueError(f"config.data.style_hiding.rate: {hiding.rate} is not a probability in [0, 1]")
+    return bool(class_ids(hiding.classes)) and hiding.rate > 0.0 and phase in hiding.phases
 
 
 def hide_classes(image: jax.Array, label_map: jax.Array, hidden_ids: Sequence[int], rate: float,

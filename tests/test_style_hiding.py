@@ -55,6 +55,19 @@ def test_unknown_class_is_named():
         style_hiding.class_ids(("hats",))
 
 
+def test_applies_per_phase_and_names_bad_fields():
+    hiding = ebst.get_config("smoke").data.style_hiding
+    assert not style_hiding.applies(hiding, "dmn")  # off by default
+    hiding.update(dict(classes=("hat",), rate=0.5, phases=("ebst",)))
+    assert style_hiding.applies(hiding, "ebst") and not style_hiding.applies(hiding, "dmn")
+    hiding.phases = ("dmn", "parser")
+    with pytest.raises(ValueError, match=r"config.data.style_hiding.phases: unknown phase 'parser'"):
+        style_hiding.applies(hiding, "dmn")
+    hiding.update(dict(phases=("dmn",), rate=1.5))
+    with pytest.raises(ValueError, match=r"config.data.style_hiding.rate: 1.5 is not a probability"):
+        style_hiding.applies(hiding, "dmn")
+
+
 def _dmn_update(config, networks, batch):
     """The generator's parameters after one DMN step from the seed-0 initialisation (1 device)."""
     tx = state_lib.optimizer(config.phases.dmn)
@@ -81,3 +94,7 @@ def test_the_step_hides_classes_from_the_style_encoder_only_when_present():
                                zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
     assert differs(trees[(0.0, "hat")], trees[(1.0, "hat")])
     assert not differs(trees[(0.0, "no hat")], trees[(1.0, "no hat")])
+    # Hiding named for EBST only leaves the DMN phase's step as the paper's.
+    config.data.style_hiding.phases = ("ebst",)
+    assert not differs(trees[(0.0, "hat")], _dmn_update(config, networks, {"image": image, "mask": label_map}))
+
