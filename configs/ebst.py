@@ -250,7 +250,8 @@ def _quickstart(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     # (config.data.style_hiding) fixed add_hat's colour (48.65) but lost its mask following (parser
     # accuracy 0.862 -> 0.738, bar 0.788) and FID (164.0); in EBST only (phases=("ebst",)) the same trade
     # (colour 56.68 -> 53.03, accuracy 0.817 -> 0.740, FID 162.8 -> 165.2), and with the hat alone hidden
-    # in EBST too (colour 52.87, accuracy 0.769, FID 164.0), so it stays off.
+    # in EBST too (colour 52.87, accuracy 0.769, FID 164.0; at rate 0.25 54.67 and 0.782, both failing),
+    # so it stays off.
     config.edit.norm_statistics = "face_unless_added"
     # The parser within 4 minutes of a 2-core CPU (the trials: README, "The face parser"): half
     # the reference's widths (the full-resolution level costs most), soft Dice and class-balanced
