@@ -57,3 +57,22 @@ def test_correlation_is_nan_for_a_constant_channel():
     b = np.random.default_rng(0).normal(size=(10, 3))
     assert np.isnan(ac.channel_correlation(a, b))
     assert ac.channel_correlation(b, 2 * b + 1) > 0.999
+
+
+def test_parsed_shares_count_the_selected_pixels_only():
+    parsed = np.array([[[HAIR, HAIR], [CLOTH, BACKGROUND]]])
+    where = np.array([[[True, True], [True, False]]])  # the background pixel is not selected
+    np.testing.assert_allclose(ac.parsed_shares(parsed, where, 3), [0.0, 2 / 3, 1 / 3])
+
+
+def test_parsed_shares_reject_an_empty_selection():
+    with np.testing.assert_raises_regex(ValueError, "no pixel"):
+        ac.parsed_shares(np.zeros((1, 2, 2), np.int32), np.zeros((1, 2, 2), bool), 3)
+
+
+def test_confusion_table_puts_the_added_class_first_and_the_largest_others_after():
+    shares = {"model": np.array([0.1, 0.3, 0.6]), "truth": np.array([0.0, 0.0, 1.0])}
+    lines = ac.format_confusion(shares, CLOTH, NAMES).splitlines()
+    assert lines[0].startswith("| result | parsed as cloth |")
+    assert lines[2] == "| model | 0.600 | hair 0.300, background 0.100 |"
+    assert lines[3] == "| truth | 1.000 | background 0.000, hair 0.000 |"

@@ -27,6 +27,7 @@ from maskgan_jax.benchmarks.common import add_generator_arguments, check_class_n
 from maskgan_jax.benchmarks.style_probe import class_mean_colours
 
 MIN_FACES = 8  # a correlation over fewer faces says little
+CONFUSION_CLASSES = 4  # parsed classes shown per row of the parser's table, the largest shares
 
 
 def channel_correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -71,6 +72,28 @@ def format_table(rows: list[tuple[str, int, float, float, float]], edit: str, la
     return "\n".join(lines)
 
 
+def parsed_shares(parsed: np.ndarray, where: np.ndarray, num_classes: int) -> np.ndarray:
+    """Share of the pixels in `where` that the parser labels each class: float (num_classes,), sums to 1.
+
+    parsed: int (F, H, W) parsed label maps; where: bool (F, H, W), e.g. the added class's wanted pixels.
+    Raises ValueError when `where` selects no pixel.
+    """
+    if not where.any():
+        raise ValueError("no pixel to score: the wanted masks hold none of the added class")
+    return np.bincount(parsed[where].astype(np.int64), minlength=num_classes) / where.sum()
+
+
+def format_confusion(shares: dict[str, np.ndarray], label: int, class_names: Sequence[str]) -> str:
+    """Markdown: per row (`shares`: name -> parsed_shares), the added class's own share, then the
+    CONFUSION_CLASSES largest other shares."""
+    lines = [f"| result | parsed as {class_names[label]} | most parsed as instead |", "|---|---|---|"]
+    for name, share in shares.items():
+        others = [k for k in np.argsort(-share, kind="stable") if k != label][:CONFUSION_CLASSES]
+        instead = ", ".join(f"{class_names[k]} {share[k]:.3f}" for k in others)
+        lines.append(f"| {name} | {share[label]:.3f} | {instead} |")
+    return "\n".join(lines)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     from tfds_celebamask import labels
 
@@ -80,6 +103,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--edit", default="add_hat", help="an edit kind of the benchmark that adds a class")
     parser.add_argument("--label", default="hat", help=f"the added class, one of {labels.CLASS_NAMES}")
     parser.add_argument("--num_faces", type=int, default=50, help="held-out faces of that kind")
+    parser.add_argument("--parser", default=None,
+                        help="a trained face parser's workdir or checkpoint: also print what it calls the added "
+                             "class's pixels")
     args = parser.parse_args(argv)
     check_class_name(parser, "--label", args.label)
     return args
@@ -108,6 +134,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     keep = model_present  # faces whose added part has at least MIN_PIXELS
     rows = rule_rows(model[keep], truth[keep], faces[keep], labels_face[keep], labels.CLASS_NAMES)
     print(format_table(rows, args.edit, args.label))
+    if args.parser:
+        parse, _ = evaluate.load_parse_fn(args.parser, generator.resolution, evaluate.HELD_OUT_SEED, batch_size=16)
+        shares = {name: parsed_shares(np.asarray(parse(images)), added, len(labels.CLASS_NAMES))
+                  for name, images in (("model", edited), ("truth", truths))}
+        print()
+        print(format_confusion(shares, label, labels.CLASS_NAMES))
     return 0
 
 
