@@ -256,7 +256,7 @@ def _quickstart(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     # and added classes"): hidden in both phases at rate 1.0, colour 30.99, parser accuracy 0.868 (bar
     # 0.790), FID 160.4, no criterion failed. Hiding only some faces (rate 0.5, also with glasses,
     # earrings and necklace) or only in EBST fixed the colour at best to 48.65-53.03 and lost mask
-    # following (accuracy 0.668-0.769): a hat the encoder sometimes sees is drawn from its own style.
+    # following (accuracy 0.668-0.782): a hat the encoder sometimes sees is drawn from its own style.
     # On real photos a hat's look is not set by the rest of the face, so the paper config keeps it off.
     config.data.style_hiding.update(dict(classes=("hat",), rate=1.0, phases=("dmn", "ebst")))
     # The parser within 4 minutes of a 2-core CPU (the trials: README, "The face parser"): half
