@@ -70,7 +70,8 @@ quickstart: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m maskgan_jax.benchmarks.dmn_speed
-	$(PY) -m maskgan_jax.benchmarks.step_speed --variants=quickstart,paper
+	$(PY) -m maskgan_jax.benchmarks.step_speed --variants=quickstart
+	$(PY) -m maskgan_jax.benchmarks.step_speed --variants=paper --batches=1
 
 paint-bench: $(STAMP) browser
 	$(PY) -m maskgan_jax.benchmarks.paint_latency

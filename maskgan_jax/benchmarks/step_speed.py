@@ -20,6 +20,12 @@ the steps, so both see the same load); on accelerators the dense peak of that dt
 `benchmarks.common.ACCELERATOR_PEAK_TFLOPS`. With --input_pipeline, also the images per second
 the real input pipeline (grain over synthetic faces in TFDS's layout, built in a temporary folder)
 delivers at that size, to compare with the step's images/s: whether data loading keeps up.
+
+Under it, where a row runs the variant's own resolution and global batch, the training budget: each
+phase's steps (`config.phases.<phase>.num_steps`) times its step's seconds and GFLOP, and the
+minutes the phase would take at the measured speed, at half the matmul rate (the model-quality
+issue's target) and at the whole of it: how fast the config can train on this machine when only the
+step's efficiency changes (data loading, compilation and checkpoints not counted).
 """
 
 from __future__ import annotations
@@ -42,7 +48,10 @@ from maskgan_jax.benchmarks.common import (accelerator_peak_gflops, cost_gflop, 
                                            time_once)
 
 VARIANTS = {"paper": "", "quickstart": "quickstart", "smoke": "smoke"}
-PHASE_STAGES = {"maskvae": ("maskvae",), "dmn": ("dmn",), "ebst": ("ebst stage 1", "ebst stage 2")}
+PHASE_STAGES = {"maskvae": ("maskvae",), "dmn": ("dmn",), "ebst": ("ebst stage 1", "ebst stage 2"),
+                "parser": ("parser",)}
+# The fractions of the matmul rate (or accelerator peak) the budget table projects the phases at.
+BUDGET_FRACTIONS = (0.5, 1.0)
 
 
 @dataclasses.dataclass
@@ -58,6 +67,8 @@ class Row:
     gflop: float | None  # the whole global batch
     images: int  # the global batch
     pipeline_images_per_second: float | None = None
+    phase: str = ""
+    num_steps: int | None = None  # the phase's steps in the config, where the row runs its size and batch
 
 
 def _random_vgg_params(seed: int = 0) -> dict[str, Any]:
@@ -135,12 +146,14 @@ def run(args: argparse.Namespace) -> tuple[list[Row], float | None, jax.Device]:
         base = load_config(f"{args.config}:{VARIANTS[variant]}", args.set)
         for resolution in args.resolutions or [base.resolution]:
             for dtype in args.dtypes:
-                for per_device in args.batches:
+                for per_device in args.batches or [max(1, base.data.global_batch_size // jax.device_count())]:
                     config = base.copy_and_resolve_references()
                     config.resolution = resolution
                     config.model.compute_dtype = dtype
                     config.data.global_batch_size = per_device * jax.device_count()
                     rate = pipeline_rate(config, args.pipeline_batches) if args.input_pipeline else None
+                    own_shape = (resolution == base.resolution
+                                 and config.data.global_batch_size == base.data.global_batch_size)
                     for phase in args.phases:
                         stages, gflops = phase_steps(config, phase)
                         samples = [[] for _ in stages]
@@ -153,7 +166,8 @@ def run(args: argparse.Namespace) -> tuple[list[Row], float | None, jax.Device]:
                                 seconds.append(time_once(stage))
                         for name, seconds, gflop in zip(PHASE_STAGES[phase], samples, gflops):
                             rows.append(Row(variant, resolution, dtype, per_device, name, statistics.median(seconds),
-                                            gflop, config.data.global_batch_size, rate))
+                                            gflop, config.data.global_batch_size, rate, phase,
+                                            config.phases[phase].num_steps if own_shape else None))
                         print(f"  {variant} {resolution} {dtype} b{per_device} {phase}: done", file=sys.stderr)
     matmul_rate = matmul[1] / statistics.median(matmul_seconds) if matmul and matmul_seconds else None
     return rows, matmul_rate, device
@@ -177,6 +191,38 @@ def format_table(rows: Sequence[Row], matmul_rate: float | None, device: jax.Dev
     return "\n".join(lines)
 
 
+def format_budget(rows: Sequence[Row], matmul_rate: float | None, device: jax.Device) -> str:
+    """Markdown table of each phase's training time at the config's own steps, size and batch: as
+    measured, and at `BUDGET_FRACTIONS` of the matmul rate (CPU) or dense peak; a total per config.
+    Empty when no row runs its config's own shape."""
+    phases: dict[tuple, dict[str, list[Row]]] = {}
+    for r in rows:
+        if r.num_steps is not None:
+            phases.setdefault((r.variant, r.resolution, r.dtype), {}).setdefault(r.phase, []).append(r)
+    if not phases:
+        return ""
+    at = " | ".join(f"minutes at {f:g} of {'matmul' if matmul_rate else 'peak'}" for f in BUDGET_FRACTIONS)
+    lines = [f"| config | size | dtype | phase | steps | seconds/step | GFLOP/step | TFLOP | minutes as measured | "
+             f"{at} |", "|---" * (9 + len(BUDGET_FRACTIONS)) + "|"]
+    for (variant, resolution, dtype), by_phase in phases.items():
+        reference = matmul_rate or accelerator_peak_gflops(device, dtype)
+        totals = [0.0] * (2 + len(BUDGET_FRACTIONS))
+        for phase, stage_rows in by_phase.items():
+            steps = stage_rows[0].num_steps
+            seconds = sum(r.seconds for r in stage_rows)
+            gflop = sum(r.gflop for r in stage_rows) if all(r.gflop is not None for r in stage_rows) else None
+            minutes = [steps * seconds / 60] + [steps * gflop / (f * reference) / 60 if gflop and reference
+                                                else float("nan") for f in BUDGET_FRACTIONS]
+            tflop = steps * gflop / 1e3 if gflop is not None else float("nan")
+            totals = [t + v for t, v in zip(totals, [tflop, *minutes])]
+            lines.append(f"| {variant} | {resolution} | {dtype} | {phase} | {steps} | {seconds:.3f} | "
+                         f"{gflop if gflop is not None else float('nan'):.2f} | {tflop:.1f} | "
+                         + " | ".join(f"{m:.1f}" for m in minutes) + " |")
+        lines.append(f"| {variant} | {resolution} | {dtype} | **all** | | | | {totals[0]:.1f} | "
+                     + " | ".join(f"**{m:.1f}**" for m in totals[1:]) + " |")
+    return "\n".join(lines)
+
+
 def _csv(kind):
     return lambda text: [kind(x) for x in text.split(",") if x]
 
@@ -189,8 +235,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help=f"comma-separated, of {sorted(VARIANTS)}")
     parser.add_argument("--resolutions", type=_csv(int), default=[], help="default: each variant's own")
     parser.add_argument("--dtypes", type=_csv(str), default=["float32"], help="float32,bfloat16")
-    parser.add_argument("--batches", type=_csv(int), default=[1], help="per-device batch sizes")
-    parser.add_argument("--phases", type=_csv(str), default=list(PHASE_STAGES), help="maskvae,dmn,ebst")
+    parser.add_argument("--batches", type=_csv(int), default=[],
+                        help="per-device batch sizes (default: each variant's own, the one training runs)")
+    parser.add_argument("--phases", type=_csv(str), default=list(PHASE_STAGES), help=",".join(PHASE_STAGES))
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="config override for every variant, e.g. --set model.generator.ngf=32 (repeatable)")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per step (median)")
@@ -216,6 +263,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{args.matmul_size}^2 fp32 matmul: {matmul_rate:.0f} GFLOP/s (median, interleaved with the steps)")
     print()
     print(format_table(rows, matmul_rate, device))
+    budget = format_budget(rows, matmul_rate, device)
+    if budget:
+        print("\nTraining budget at each config's own size and batch (steps x step; data loading, compilation "
+              "and checkpoints not counted):\n")
+        print(budget)
     return 0
 
 
