@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from maskgan_jax import losses, objective, style_hiding
+from maskgan_jax import losses, objective, parser_blur, style_hiding
 from maskgan_jax.models import one_hot_mask, registry
 from maskgan_jax.state import NetState, Networks, learning_rate_schedule
 from tfds_celebamask.labels import ATTRIBUTE_NAMES
@@ -102,7 +102,7 @@ def _schedule(config: ml_collections.ConfigDict, phase: str) -> optax.Schedule:
 
 
 # The streams of _step_rng: one per use of randomness, so that no two draw the same numbers.
-MASK_VAE_STREAM, STYLE_HIDING_STREAM = 0, 1
+MASK_VAE_STREAM, STYLE_HIDING_STREAM, PARSER_BLUR_STREAM = 0, 1, 2
 
 
 def _step_rng(seed: int, step: jax.Array, stream: int) -> jax.Array:
@@ -385,19 +385,27 @@ def make_parser_step(networks: Networks, config: ml_collections.ConfigDict,
     config.loss.parser_class_balance, and soft Dice) of its logits on `image` against `mask`.
     Classifier: objective.CLASSIFIER_TERMS (binary cross-entropy) of its logits on `image` against the
     batch's `attributes` columns of config.model.classifier.attributes. Both weighted by config.loss.weights.
+    With config.data.parser_blur.rate > 0 the parser (not the classifier) reads some faces blurred,
+    whole or in one class's region (maskgan_jax.parser_blur).
     """
     parser = networks.parser
     classifier = networks.classifier
     schedule = _schedule(config, phase)
+    blur = config.data.parser_blur
+    parser_blur.check(blur)
 
     def step_fn(states, guard, batch, step, vgg_params):
         del vgg_params
         state = states["parser"]
         classifier_state = states["classifier"]
         wanted = attribute_labels(config, batch["attributes"])
+        parser_images = batch["image"]
+        if blur.rate > 0:  # decided at trace time: without blurring the step is traced unchanged
+            parser_images = parser_blur.blur_faces(parser_images, batch["mask"], blur,
+                                                   _step_rng(config.seed, step, PARSER_BLUR_STREAM))
 
         def loss_fn(params):
-            logits = parser.apply({"params": params}, batch["image"])
+            logits = parser.apply({"params": params}, parser_images)
             total, terms = objective.weighted_terms(
                 objective.PARSER_TERMS, config.loss.weights,
                 objective.ParserInputs(logits=logits, labels=batch["mask"],
