@@ -21,9 +21,6 @@ import jax.numpy as jnp
 
 from tfds_celebamask import labels
 
-FIELDS = ("rate", "min_sigma", "max_sigma", "local_fraction")
-
-
 def check(blur) -> None:
     """ValueError naming the field of config.data.parser_blur (`blur`) that is out of range."""
     for field in ("rate", "local_fraction"):
