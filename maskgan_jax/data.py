@@ -91,8 +91,11 @@ def prepare_dataset(config: ml_collections.ConfigDict, workdir: str | os.PathLik
             faces = manual_dir / synthetic.ROOT_NAME
             if not (faces / synthetic.README_FILE).is_file():
                 logging.info("Writing %d synthetic faces to %s", config.data.synthetic.num_faces, faces)
-                stats = synthetic.write_dataset(str(faces), num=config.data.synthetic.num_faces,
-                                                size=config.resolution, seed=config.data.synthetic.seed)
+                stats = synthetic.write_dataset(
+                    str(faces), num=config.data.synthetic.num_faces, size=config.resolution,
+                    seed=config.data.synthetic.seed,
+                    rates=synthetic.accessory_rates(config.data.synthetic.accessory_rates.to_dict(),
+                                                    where="config.data.synthetic.accessory_rates"))
                 logging.info("Synthetic faces: %.0f faces/min", stats.faces_per_minute)
         elif config.data.manual_dir is not None:
             manual_dir = paths.as_path(config.data.manual_dir)

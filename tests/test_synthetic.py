@@ -420,3 +420,42 @@ def test_added_regions_take_a_look_fixed_by_the_visible_style():
     assert mouth.sum() > 5
     image_restyled, _ = synthetic.render(smiling, restyled, size)
     np.testing.assert_array_equal(image[mouth], image_restyled[mouth])
+
+
+# ----------------------------------------------------------------------------- accessory rates
+
+
+def test_accessory_rates_change_only_who_wears_the_accessory():
+    rates = synthetic.accessory_rates({"hat": 1.0})
+    assert rates == {**synthetic.ACCESSORY_RATES, "hat": 1.0}
+    for index in range(20):
+        default = synthetic.sample_face(synthetic.face_rng(SEED, index))
+        hatted = synthetic.sample_face(synthetic.face_rng(SEED, index), rates)
+        assert hatted[0].has_hat
+        assert dataclasses.replace(hatted[0], has_hat=default[0].has_hat) == default[0]
+        assert hatted[1] == default[1]
+    hatless = synthetic.accessory_rates({"hat": 0.0})
+    assert not any(synthetic.sample_face(synthetic.face_rng(SEED, i), hatless)[0].has_hat for i in range(20))
+
+
+@pytest.mark.parametrize("overrides, message", [({"scarf": 0.2}, "unknown accessory 'scarf'"),
+                                                ({"hat": 1.5}, r"where\.hat: 1\.5 is not a probability")])
+def test_accessory_rates_name_what_is_wrong(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        synthetic.accessory_rates(overrides, where="where")
+
+
+def test_accessory_rates_reach_the_files_and_the_cli(tmp_path):
+    synthetic.write_dataset(str(tmp_path / "api"), 4, 32, SEED, rates={"hat": 1.0})
+    masks = tmp_path / "api" / "CelebAMask-HQ-mask-anno" / "0"
+    assert all((masks / f"{i:05d}_hat.png").is_file() for i in range(4))
+    readme = (tmp_path / "api" / "README.txt").read_text()
+    assert f"--seed={SEED} --accessory_rate=hat=1\n" in readme
+    command = [sys.executable, "-m", "tfds_celebamask.synthetic", "--num=4", "--size=32", f"--seed={SEED}"]
+    result = subprocess.run(command + [f"--out={tmp_path / 'cli'}", "--accessory_rate=hat=1"],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert _read_tree(tmp_path / "cli") == _read_tree(tmp_path / "api")
+    bad = subprocess.run(command + [f"--out={tmp_path / 'bad'}", "--accessory_rate=hat"],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "'hat' is not NAME=P" in bad.stderr

@@ -1,6 +1,7 @@
 """Procedural synthetic faces written in the exact CelebAMask-HQ on-disk layout.
 
-    python -m tfds_celebamask.synthetic --out=DIR --num=N --size=S --seed=K [--workers=W]
+    python -m tfds_celebamask.synthetic --out=DIR --num=N --size=S --seed=K [--workers=W] \
+        [--accessory_rate=hat=0.3 ...]
 
 writes, for i in 0..N-1 (DIR plays the role of the unpacked `CelebAMask-HQ/` folder, so
 point the builder's manual directory at DIR's parent, or name DIR `.../CelebAMask-HQ`):
@@ -19,9 +20,10 @@ have no file); it holds the part's full region, also where a later part covers i
 merging the PNGs in id order 1..18 reproduces the renderer's label map exactly.
 
 Face i is drawn from `face_rng(seed, i)`, so the files do not depend on N or on --workers,
-and the same seed gives the same bytes. The mapping's orig_idx puts faces i % 10 in 0..7 in
-CelebA's train range (< 162770), 8 in validation (< 182637), 9 in test: 80/10/10 official
-splits for the builder.
+and the same seed gives the same bytes. --accessory_rate changes how often faces wear an
+accessory (default `synthetic_params.ACCESSORY_RATES`); each face is otherwise the same.
+The mapping's orig_idx puts faces i % 10 in 0..7 in CelebA's train range (< 162770), 8 in
+validation (< 182637), 9 in test: 80/10/10 official splits for the builder.
 
 The rest of the public API (render, sample_geometry, sample_style, the edits) is re-exported
 here from synthetic_params, synthetic_render and synthetic_edits.
@@ -36,7 +38,7 @@ import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -55,9 +57,11 @@ from tfds_celebamask.synthetic_edits import (  # noqa: F401  (re-exported)
     edit_style_copy,
 )
 from tfds_celebamask.synthetic_params import (  # noqa: F401  (re-exported)
+    ACCESSORY_RATES,
     DEFINED_ATTRIBUTES,
     Geometry,
     Style,
+    accessory_rates,
     attributes,
     face_rng,
     pose_degrees,
@@ -127,9 +131,11 @@ class FaceRecord:
     parts: tuple[str, ...]  # part names written (those visible in the label map)
 
 
-def write_face(root: str, index: int, seed: int, size: int, quality: int = JPEG_QUALITY) -> FaceRecord:
-    """Draws face `index` of dataset `seed`, renders it at size x size and writes its files."""
-    geometry, style = sample_face(face_rng(seed, index))
+def write_face(root: str, index: int, seed: int, size: int, quality: int = JPEG_QUALITY,
+               rates: Mapping[str, float] | None = None) -> FaceRecord:
+    """Draws face `index` of dataset `seed` (accessories at `rates`, default ACCESSORY_RATES), renders it
+    at size x size and writes its files."""
+    geometry, style = sample_face(face_rng(seed, index), rates)
     rendered = render_parts(geometry, style, size)
     with open(os.path.join(root, image_path(index)), "wb") as f:
         f.write(_jpeg_bytes(rendered.image, quality))
@@ -165,10 +171,12 @@ def _pose_text(records: Sequence[FaceRecord]) -> str:
     return "\n".join(rows) + "\n"
 
 
-def _readme_text(num: int, size: int, seed: int) -> str:
+def _readme_text(num: int, size: int, seed: int, rates: Mapping[str, float]) -> str:
+    changed = "".join(f" --accessory_rate={name}={rate:g}" for name, rate in sorted(rates.items())
+                      if rate != ACCESSORY_RATES[name])
     return (
         "Synthetic faces in the CelebAMask-HQ layout (procedural, not photographs).\n"
-        f"Written by: python -m tfds_celebamask.synthetic --num={num} --size={size} --seed={seed}\n"
+        f"Written by: python -m tfds_celebamask.synthetic --num={num} --size={size} --seed={seed}{changed}\n"
         f"Images and part masks are both {size}x{size} (the release has 1024 and 512); the\n"
         "builder resizes to its configured resolution. Part PNGs exist only for parts that\n"
         "show in the merged label map; merging them in id order gives the label map.\n"
@@ -179,11 +187,11 @@ def _readme_text(num: int, size: int, seed: int) -> str:
 class _FaceWriter:
     """Picklable per-face job for worker processes."""
 
-    def __init__(self, root: str, seed: int, size: int, quality: int):
-        self.root, self.seed, self.size, self.quality = root, seed, size, quality
+    def __init__(self, root: str, seed: int, size: int, quality: int, rates: dict[str, float]):
+        self.root, self.seed, self.size, self.quality, self.rates = root, seed, size, quality, rates
 
     def __call__(self, index: int) -> FaceRecord:
-        return write_face(self.root, index, self.seed, self.size, self.quality)
+        return write_face(self.root, index, self.seed, self.size, self.quality, self.rates)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,13 +205,17 @@ class WriteStats:
 
 
 def write_dataset(
-    root: str, num: int, size: int = 128, seed: int = 0, workers: int = 1, quality: int = JPEG_QUALITY
+    root: str, num: int, size: int = 128, seed: int = 0, workers: int = 1, quality: int = JPEG_QUALITY,
+    rates: Mapping[str, float] | None = None,
 ) -> WriteStats:
     """Writes faces 0..num-1 of dataset `seed` under `root` in the CelebAMask-HQ layout.
 
     `root` may exist but must not already hold any layout entry (stale part PNGs would corrupt
-    the merge). The bytes written depend only on (num, size, seed, quality), not on `workers`.
+    the merge). `rates`: accessory name -> probability, overriding ACCESSORY_RATES (ValueError
+    naming an unknown name or a rate outside [0, 1]). The bytes written depend only on (num, size,
+    seed, quality, rates), not on `workers`.
     """
+    rates = accessory_rates(rates)
     if not 1 <= num <= MAX_FACES:
         raise ValueError(f"num must be in [1, {MAX_FACES}] (CelebA split ranges), got {num}.")
     if workers < 1:
@@ -219,7 +231,7 @@ def write_dataset(
     os.makedirs(os.path.join(root, IMAGE_DIR), exist_ok=True)
     for folder in range((num - 1) // IMAGES_PER_MASK_FOLDER + 1):
         os.makedirs(os.path.join(root, MASK_DIR, str(folder)), exist_ok=True)
-    job = _FaceWriter(root, seed, size, quality)
+    job = _FaceWriter(root, seed, size, quality, rates)
     indices: Iterable[int] = range(num)
     if workers == 1:
         records = [job(i) for i in indices]
@@ -230,11 +242,23 @@ def write_dataset(
         (MAPPING_FILE, mapping_text(num)),
         (ATTRIBUTE_FILE, _attribute_text(records)),
         (POSE_FILE, _pose_text(records)),
-        (README_FILE, _readme_text(num, size, seed)),
+        (README_FILE, _readme_text(num, size, seed, rates)),
     ):
         with open(os.path.join(root, name), "w", encoding="ascii", newline="\n") as f:
             f.write(text)
     return WriteStats(num=num, seconds=time.perf_counter() - start)
+
+
+def _parse_rates(items: Sequence[str]) -> dict[str, float]:
+    """['hat=0.3', ...] -> {'hat': 0.3}; ValueError naming the item that is not NAME=P."""
+    rates = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        try:
+            rates[name] = float(value)
+        except ValueError:
+            raise ValueError(f"--accessory_rate: {item!r} is not NAME=P with P a number in [0, 1]") from None
+    return accessory_rates(rates, where="--accessory_rate")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -248,11 +272,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="dataset seed (>= 0)")
     parser.add_argument("--workers", type=int, default=1, help="processes (output is the same)")
     parser.add_argument("--quality", type=int, default=JPEG_QUALITY, help="JPEG quality")
+    parser.add_argument("--accessory_rate", action="append", default=[], metavar="NAME=P",
+                        help=f"probability that a face wears accessory NAME (repeatable; defaults {ACCESSORY_RATES})")
     args = parser.parse_args(argv)
     if args.seed < 0:
         parser.error(f"--seed must be >= 0, got {args.seed}")
     try:
-        stats = write_dataset(args.out, args.num, args.size, args.seed, args.workers, args.quality)
+        rates = _parse_rates(args.accessory_rate)
+        stats = write_dataset(args.out, args.num, args.size, args.seed, args.workers, args.quality, rates)
     except (ValueError, FileExistsError) as error:
         parser.error(str(error))
     print(

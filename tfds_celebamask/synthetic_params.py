@@ -16,6 +16,7 @@ Angles are radians. Person-left (`l_eye`, `l_brow`, `l_ear`) is the image's righ
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -27,6 +28,26 @@ RGB = tuple[float, float, float]  # each channel in [0, 1]
 HAIR_LENGTH_MIN, HAIR_LENGTH_MAX = 0.1, 1.0
 # Largest eye half-height / half-width; edit_larger_eyes stops there (keeps eyes off the nose).
 EYE_HEIGHT_MAX, EYE_WIDTH_MAX = 0.046, 0.07
+# How often a face wears each accessory: the distribution every benchmark and held-out face follows.
+# A training set may draw them more often (`accessory_rates`); the rest of each face stays the same.
+ACCESSORY_RATES = {"hat": 0.12, "glasses": 0.15, "earrings": 0.25, "necklace": 0.15}
+
+
+def accessory_rates(overrides: Mapping[str, float] | None = None,
+                    where: str = "accessory_rates") -> dict[str, float]:
+    """ACCESSORY_RATES with `overrides` (accessory name -> probability in [0, 1]) applied.
+
+    Raises ValueError naming `where`, the key and what was expected for an unknown accessory or a
+    rate outside [0, 1].
+    """
+    rates = dict(ACCESSORY_RATES)
+    for name, rate in (overrides or {}).items():
+        if name not in ACCESSORY_RATES:
+            raise ValueError(f"{where}: unknown accessory {name!r}, expected names from {sorted(ACCESSORY_RATES)}")
+        if not 0.0 <= float(rate) <= 1.0:
+            raise ValueError(f"{where}.{name}: {rate} is not a probability in [0, 1]")
+        rates[name] = float(rate)
+    return rates
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,8 +196,13 @@ def _pick(rng: np.random.Generator, options: tuple[RGB, ...]) -> RGB:
     return options[int(rng.integers(len(options)))]
 
 
-def sample_geometry(rng: np.random.Generator) -> Geometry:
-    """Draws a face geometry; the same generator state gives the same geometry."""
+def sample_geometry(rng: np.random.Generator, rates: Mapping[str, float] | None = None) -> Geometry:
+    """Draws a face geometry; the same generator state gives the same geometry.
+
+    rates: accessory name -> probability (default ACCESSORY_RATES; see `accessory_rates`). Every
+    rate draws the same random numbers, so changing one changes only which faces wear that accessory.
+    """
+    rates = ACCESSORY_RATES if rates is None else rates
     smiling = _flag(rng, 0.45)
     nose_y = _u(rng, 0.08, 0.13)
     return Geometry(
@@ -220,19 +246,19 @@ def sample_geometry(rng: np.random.Generator) -> Geometry:
         bangs_gap=_u(rng, 0.012, 0.05),
         hair_part=_u(rng, -0.5, 0.5),
         hair_wave=_u(rng, 0.0, 1.0),
-        has_glasses=_flag(rng, 0.15),
+        has_glasses=_flag(rng, rates["glasses"]),
         lens_width=_u(rng, 0.02, 0.035),
         lens_height=_u(rng, 0.035, 0.05),
         lens_square=_u(rng, 0.0, 1.0),
         frame_thickness=_u(rng, 0.006, 0.014),
-        has_hat=_flag(rng, 0.12),
+        has_hat=_flag(rng, rates["hat"]),
         hat_height=_u(rng, 0.03, 0.12),
         hat_brim=_u(rng, 0.0, 0.1),
         hat_lift=_u(rng, 0.0, 0.06),
-        has_earrings=_flag(rng, 0.25),
+        has_earrings=_flag(rng, rates["earrings"]),
         earring_size=_u(rng, 0.012, 0.022),
         earring_drop=_u(rng, 0.0, 0.04),
-        has_necklace=_flag(rng, 0.15),
+        has_necklace=_flag(rng, rates["necklace"]),
         necklace_height=_u(rng, 0.35, 0.8),
         necklace_sag=_u(rng, 0.02, 0.06),
         neck_width=_u(rng, 0.14, 0.19),
@@ -285,9 +311,9 @@ def sample_style(rng: np.random.Generator) -> Style:
     )
 
 
-def sample_face(rng: np.random.Generator) -> tuple[Geometry, Style]:
-    """Draws (geometry, style), in that order, from one generator."""
-    geometry = sample_geometry(rng)
+def sample_face(rng: np.random.Generator, rates: Mapping[str, float] | None = None) -> tuple[Geometry, Style]:
+    """Draws (geometry, style), in that order, from one generator; `rates` as in sample_geometry."""
+    geometry = sample_geometry(rng, rates)
     return geometry, sample_style(rng)
 
 
