@@ -229,7 +229,8 @@ def _quickstart(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     # reconstructs a hat face with the hat shown to the style encoder (0.82 of the hat's pixels parsed as
     # hat after EBST, 0.76 after the DMN; truth 0.985), so add_hat's mask following failed (0.745 against
     # the bar 0.791). At 30%, the same seeds and steps, scored with the 12% run's parser: EBST's add_hat
-    # 0.838, no criterion failed, FID 161.7 (160.4); the DMN's add_hat 0.770 (0.716). README, "Hats".
+    # 0.838, no criterion failed, FID 161.7 (160.4); the DMN's add_hat 0.770 (0.716). README, "Hats in the
+    # training faces".
     config.data.synthetic.accessory_rates.hat = 0.3
     # Two down-samplings (a 16x16 bottleneck, the paper's 32x32 at 512 has 4): after 500 DMN steps the
     # parser finds the wanted classes in edited regions at 0.44 accuracy (3: 0.35), colour error 32.8

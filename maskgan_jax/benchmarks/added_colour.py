@@ -12,6 +12,10 @@ Each row prints its error against the truth (0-255, |difference| averaged over R
 faces) and its correlation over faces with the model's and with the truth's colour (Pearson, per RGB
 channel, averaged): a rule that correlates with the model's colour is what the model does; one that
 correlates with the truth's is what it should do.
+
+With --parser, also what a face parser calls the added class's wanted pixels in three images: the
+model's edit, the model's re-rendering of the true edited face from itself (the class shown to its
+style encoder: can it draw the class on that layout at all), and the truth.
 """
 
 from __future__ import annotations
@@ -136,8 +140,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_table(rows, args.edit, args.label))
     if args.parser:
         parse, _ = evaluate.load_parse_fn(args.parser, generator.resolution, evaluate.HELD_OUT_SEED, batch_size=16)
+        # The model re-rendering each true edited face from itself (the class shown to its style encoder):
+        # whether it can draw the class on that layout at all, apart from inferring its look.
+        reconstructed = np.asarray(render(generator.params, truths, labels_wanted, labels_wanted))
         shares = {name: parsed_shares(np.asarray(parse(images)), added, len(labels.CLASS_NAMES))
-                  for name, images in (("model", edited), ("truth", truths))}
+                  for name, images in (("model", edited), ("model, re-rendering the truth", reconstructed),
+                                       ("truth", truths))}
         print()
         print(format_confusion(shares, label, labels.CLASS_NAMES))
     return 0
