@@ -39,8 +39,9 @@ _COLOUR_VS_PAINTER = "colour error (edited) < mean_colour's"
 _PSNR_VS_PAINTER = "PSNR (all) >= mean_colour's"
 # (criterion name, edit kind) -> the factor used instead of the criterion's (see the module docstring).
 # Measured on 20 faces per kind (seed 20261125, oracle parser: tests/test_evaluate.py) and on the
-# test's own 6 per kind; each is the strictest factor (2 decimals) that all three degraded truths
-# pass on both samples; the unedited source and both painters still fail the tier.
+# test's own 6 per kind unless the entry says otherwise; each is the strictest factor (2 decimals)
+# that all three degraded truths pass on both samples; the unedited source and both painters still
+# fail the tier.
 THRESHOLD_FACTORS: dict[tuple[str, str], float] = {
     # A 1-px shift moves the border of the open mouth, lips and teeth (3-4 px thick): shift / truth
     # 0.66 (pixel accuracy) and 0.41 (mean IoU: the thin lip classes lose most) on 20 faces.
@@ -62,6 +63,13 @@ THRESHOLD_FACTORS: dict[tuple[str, str], float] = {
     # Composited: the shifted truth's image PSNR 29.24 dB vs the composited painter's 29.47 (the
     # painter's error stays inside thin eye rings, the shift's is everywhere the dilated region reaches).
     (_PSNR_VS_PAINTER, "larger_eyes"): 0.99,
+    # Measured with a learnt parser, not the oracle: the glasses' frames are 1-2 px wide, and the
+    # quickstart's parser (3,200 steps, hats on 30% of its faces; README, "Hats in the training faces")
+    # read the blurred, composited truth's glasses at 0.751 of the truth's accuracy and IoU on 50 faces
+    # (the parser trained with hats on 12%: 0.847; the oracle parser passes 0.8). Both painters still
+    # fail the tier (mean_colour 0.790 and 0.576 composited, but KID and colour fail; colour_fit 0.774).
+    (_ACCURACY_VS_TRUTH, "add_glasses"): 0.75,
+    (_IOU_VS_TRUTH, "add_glasses"): 0.75,
 }
 NEAR_TRUTH_METRICS = (
     (scores.MASK_ACCURACY, "edited"), (scores.MASK_IOU, "edited"), (scores.MASK_ACCURACY, "all"),
