@@ -292,9 +292,9 @@ def _quickstart(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     # (3.3 min on an AVX-512 Xeon where 2,400 took 2.5): with the sharp-only parser the benchmark's
     # composited blurred truth failed 5 mask criteria (parsed below the composited painter); with this
     # one every degraded truth passes and every baseline fails, at 0.974 / 0.708 held-out (2,400 steps:
-    # 0.972 / 0.694; whole-face blur too: 0.972 / 0.688, 1 failure). It parses 13.9% of the quickstart
-    # model's added hats as hair (the sharp-only parser 6.5%), so both models fail add_hat's mask
-    # following. README, "Blurred faces and the parser".
+    # 0.972 / 0.694; whole-face blur too: 0.972 / 0.688, 1 failure). It parsed 13.9% of the added hats of a
+    # model trained with hats on 12% as hair (the sharp-only parser 6.5%); with hats on 30% (above) both
+    # models pass add_hat. README, "Blurred faces and the parser".
     config.data.parser_blur.update(dict(rate=0.5, local_fraction=1.0))
     _set_phase(config.phases.parser, 3_200, 3e-3, 50, 400, 800)
     config.phases.parser.b1 = 0.9

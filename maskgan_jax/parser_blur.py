@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from tfds_celebamask import labels
 
+
 def check(blur) -> None:
     """ValueError naming the field of config.data.parser_blur (`blur`) that is out of range."""
     for field in ("rate", "local_fraction"):
